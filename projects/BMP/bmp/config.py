@@ -1,0 +1,169 @@
+"""Config keys of BMP-D2. Defaults reproduce the authors' published VOC recipe (MiT-B1, 20k iters).
+
+Everything the method does is switchable here so ablations are config overrides, not code edits.
+Names follow the paper: c2s is classification-to-segmentation supervision, s2c the reverse, BSP
+the background-aware propagation of the pseudo labels.
+"""
+
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_bmp_config"]
+
+
+def add_bmp_config(cfg: CN) -> None:
+    """Add BMP's keys to a detectron2 config (call before ``merge_from_file``)."""
+    _add_model_config(cfg)
+    _add_backbone_config(cfg)
+    _add_input_config(cfg)
+    _add_solver_config(cfg)
+    _add_test_config(cfg)
+
+
+def _add_model_config(cfg: CN) -> None:
+    cfg.MODEL.META_ARCHITECTURE = "BMP"
+    # ImageNet statistics in RGB order, 0-255, as SegFormer's MiT weights expect.
+    cfg.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
+    cfg.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
+
+    cfg.MODEL.BMP = CN()
+    # K foreground classes; the segmentation branch predicts K + 1 with background = 0.
+    cfg.MODEL.BMP.NUM_CLASSES = 20
+    cfg.MODEL.BMP.IGNORE_VALUE = 255
+    # Feature map the classification branch pools and the affinity head pairs with.
+    cfg.MODEL.BMP.CLS_IN_FEATURE = "mit4"
+
+    # Classification branch: pooling -> bias-free 1x1 classifier; the same weights give CAMs.
+    cfg.MODEL.BMP.CLASSIFIER = CN()
+    cfg.MODEL.BMP.CLASSIFIER.POOLING = "max"  # "max" (authors) or "avg"
+
+    # Interaction operation (classification -> segmentation): CAM confidence re-weights features.
+    cfg.MODEL.BMP.INTERACTION = CN()
+    cfg.MODEL.BMP.INTERACTION.ENABLED = True
+
+    # Affinity head on the last two blocks' attention logits of the last stage.
+    cfg.MODEL.BMP.AFFINITY = CN()
+    # The number of attention maps comes from the backbone (2 blocks x 8 heads for MiT-B1).
+    # Backbones without attention (ResNet, EfficientNet) need this switched off.
+    cfg.MODEL.BMP.AFFINITY.ENABLED = True
+    cfg.MODEL.BMP.AFFINITY.RADIUS = 8
+
+    # Multi-scale + flip CAM / segmentation maps used to build pseudo labels (no gradient).
+    cfg.MODEL.BMP.PSEUDO = CN()
+    cfg.MODEL.BMP.PSEUDO.SCALES = [1.0, 0.5, 1.5]
+    cfg.MODEL.BMP.PSEUDO.FLIP = True
+    # Two-threshold rule on the PAR-refined CAM labels.
+    cfg.MODEL.BMP.PSEUDO.BG_THRESH_HIGH = 0.55
+    cfg.MODEL.BMP.PSEUDO.BG_THRESH_LOW = 0.35
+    # PAR refinement runs at this fraction of the input resolution.
+    cfg.MODEL.BMP.PSEUDO.REFINE_SCALE = 0.5
+
+    # Pixel-adaptive refinement (PAR).
+    cfg.MODEL.BMP.PAR = CN()
+    cfg.MODEL.BMP.PAR.DILATIONS = [1, 2, 4, 8, 12, 24]
+    cfg.MODEL.BMP.PAR.NUM_ITER = 10
+    cfg.MODEL.BMP.PAR.COLOR_TEMPERATURE = 0.3
+    cfg.MODEL.BMP.PAR.POS_WEIGHT = 0.01
+
+    # Background-aware propagation (BSP): c2s labels use the segmentation branch's background.
+    cfg.MODEL.BMP.BSP = CN()
+    cfg.MODEL.BMP.BSP.ENABLED = True
+    cfg.MODEL.BMP.BSP.START_ITER = 4000
+    cfg.MODEL.BMP.BSP.SIGMA_C = 0.5
+
+    # Bidirectional supervision.
+    cfg.MODEL.BMP.C2S = CN()
+    cfg.MODEL.BMP.C2S.ENABLED = True
+    cfg.MODEL.BMP.C2S.LOSS = "mlsm"  # per-pixel multi-label soft-margin (authors) or "ce"
+    cfg.MODEL.BMP.C2S.START_ITER = 2000
+    cfg.MODEL.BMP.S2C = CN()
+    cfg.MODEL.BMP.S2C.ENABLED = True
+    cfg.MODEL.BMP.S2C.LOSS = "ce"  # "ce" (authors) or "bce"
+    cfg.MODEL.BMP.S2C.START_ITER = 2000
+    cfg.MODEL.BMP.S2C.SIGMA_S = 0.75  # confidence threshold on the segmentation logits
+    cfg.MODEL.BMP.AFF_START_ITER = 2000
+
+    # Total = cls + LAMBDA_C2S * c2s + LAMBDA_S2C * s2c + LAMBDA_AFF * aff.
+    cfg.MODEL.BMP.LAMBDA_C2S = 0.7
+    cfg.MODEL.BMP.LAMBDA_S2C = 0.1
+    cfg.MODEL.BMP.LAMBDA_AFF = 0.1
+
+    # Segmentation branch: SegFormer all-MLP decoder.
+    cfg.MODEL.SEM_SEG_HEAD.NAME = "SegFormerHead"
+    cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES = ["mit1", "mit2", "mit3", "mit4"]
+    cfg.MODEL.SEM_SEG_HEAD.EMBED_DIM = 256
+    cfg.MODEL.SEM_SEG_HEAD.DROPOUT = 0.1
+    cfg.MODEL.SEM_SEG_HEAD.NORM = "SyncBN"  # SyncBN falls back to BN on one process
+    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 21  # K + 1
+    cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE = 255
+
+
+def _add_backbone_config(cfg: CN) -> None:
+    cfg.MODEL.BACKBONE.NAME = "build_mit_backbone"
+    cfg.MODEL.MIT = CN()
+    # A preset fills the architecture; any non-empty list below overrides it.
+    cfg.MODEL.MIT.NAME = "mit_b1"
+    cfg.MODEL.MIT.EMBED_DIMS = []
+    cfg.MODEL.MIT.NUM_HEADS = []
+    cfg.MODEL.MIT.DEPTHS = []
+    cfg.MODEL.MIT.SR_RATIOS = []
+    cfg.MODEL.MIT.MLP_RATIO = 4
+    # Authors' setting: the last stage keeps stride 16 so CAMs keep detail.
+    cfg.MODEL.MIT.PATCH_STRIDES = [4, 2, 2, 1]
+    cfg.MODEL.MIT.QKV_BIAS = True
+    cfg.MODEL.MIT.DROP_PATH_RATE = 0.1
+    cfg.MODEL.MIT.NORM_EPS = 1e-6
+    cfg.MODEL.MIT.OUT_FEATURES = ["mit1", "mit2", "mit3", "mit4"]
+    # Pre-softmax attention logits of this many last blocks of the last stage feed the affinity.
+    cfg.MODEL.MIT.ATTN_BLOCKS = 2
+
+
+def _add_input_config(cfg: CN) -> None:
+    cfg.INPUT.FORMAT = "RGB"
+    cfg.INPUT.DATASET_MAPPER_NAME = "wsss"
+    # Authors' augmentation: random rescale, flip, random crop with padding.
+    cfg.INPUT.SCALE_RANGE = [0.5, 2.0]
+    cfg.INPUT.CROP.ENABLED = True
+    cfg.INPUT.CROP.TYPE = "absolute"
+    cfg.INPUT.CROP.SIZE = [512, 512]
+    cfg.INPUT.COLOR_JITTER = False
+    # Eval images are fed at original size unless this is > 0 (short side).
+    cfg.INPUT.MIN_SIZE_TEST = 0
+    cfg.INPUT.MAX_SIZE_TEST = 4096
+
+
+def _add_solver_config(cfg: CN) -> None:
+    cfg.SOLVER.OPTIMIZER = "AdamW"
+    cfg.SOLVER.BASE_LR = 6e-5
+    cfg.SOLVER.BETAS = [0.9, 0.999]
+    cfg.SOLVER.EPS = 1e-8
+    cfg.SOLVER.WEIGHT_DECAY = 0.01
+    cfg.SOLVER.WEIGHT_DECAY_NORM = 0.0
+    # Classifier + affinity projection, and the decoder, learn 10x faster than the backbone.
+    cfg.SOLVER.HEAD_LR_MULTIPLIER = 10.0
+    cfg.SOLVER.FREEZE_BACKBONE_NORM = True
+    cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR"
+    cfg.SOLVER.POLY_LR_POWER = 1.0
+    cfg.SOLVER.WARMUP_ITERS = 1500
+    cfg.SOLVER.WARMUP_FACTOR = 1e-6
+    cfg.SOLVER.WARMUP_METHOD = "linear"
+    cfg.SOLVER.MAX_ITER = 20000
+    cfg.SOLVER.IMS_PER_BATCH = 4
+    cfg.SOLVER.CHECKPOINT_PERIOD = 2000
+    cfg.SOLVER.STEPS = []
+
+
+def _add_test_config(cfg: CN) -> None:
+    cfg.TEST.EVAL_PERIOD = 2000
+    # Test-time augmentation (authors: scales 1.0/0.5/0.75 with flip, max-fused).
+    cfg.TEST.AUG = CN()
+    cfg.TEST.AUG.ENABLED = False
+    cfg.TEST.AUG.SCALES = [1.0, 0.5, 0.75]
+    cfg.TEST.AUG.FLIP = True
+    # Extra outputs for analysis: normalised CAMs and seed labels (CAM, PAR, BSP).
+    cfg.TEST.BMP = CN()
+    cfg.TEST.BMP.EXTRA_OUTPUTS = False
+    # Seed evaluation restricts CAMs to ground-truth image labels, as the field reports seeds.
+    # Never on for segmentation predictions.
+    cfg.TEST.BMP.SEED_USE_GT_LABELS = False
+    # Threshold on normalised CAMs that yields the raw "CAM" seed (background below it).
+    cfg.TEST.BMP.CAM_BG_THRESH = 0.55
