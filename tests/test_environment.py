@@ -98,9 +98,9 @@ def test_launch_runs_two_cpu_processes_with_gloo(tmp_path):
 
 
 def test_bmp_registers_its_components():
-    import bmp  # noqa: F401
     from detectron2.config import get_cfg
 
+    import bmp  # noqa: F401
     from bmp import add_bmp_config
 
     cfg = get_cfg()

@@ -2,6 +2,7 @@
 
 Importing ``bmp`` registers its backbones, heads, meta-architecture and datasets with detectron2.
 """
+
 from . import data, evaluation, modeling  # noqa: F401  (registers components)
 from .config import add_bmp_config
 

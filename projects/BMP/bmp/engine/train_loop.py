@@ -1,0 +1,52 @@
+"""Training steps that stop on the first non-finite loss and say which loss it was.
+
+detectron2's :class:`SimpleTrainer` only notices a NaN in the summed loss, on the main process,
+with a generic message. BMP has four losses whose warm-ups start at different iterations, so the
+name of the culprit matters; checking every rank's values on every rank also makes all processes
+stop together instead of leaving the others waiting in the next all-reduce.
+"""
+
+import math
+from typing import Dict, Mapping
+
+import torch
+from detectron2.engine import AMPTrainer, SimpleTrainer
+from detectron2.utils import comm
+from detectron2.utils.events import get_event_storage
+
+__all__ = ["check_losses_finite", "BMPSimpleTrainer", "BMPAMPTrainer"]
+
+
+def check_losses_finite(loss_dict: Mapping[str, torch.Tensor], iteration: int) -> None:
+    """Raise ``FloatingPointError`` naming the loss, rank and iteration if any loss is NaN/inf.
+
+    Collective when distributed: every rank must call it at the same step.
+    """
+    local: Dict[str, float] = {k: float(v.detach()) for k, v in loss_dict.items()}
+    per_rank = comm.all_gather(local) if comm.get_world_size() > 1 else [local]
+    for rank, values in enumerate(per_rank):
+        bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            where = f" on rank {rank}" if len(per_rank) > 1 else ""
+            raise FloatingPointError(
+                f"Non-finite loss {', '.join(bad)} at iteration {iteration}{where}; training "
+                "stopped before the optimizer step. Lower SOLVER.BASE_LR, or delay that loss "
+                "(MODEL.BMP.*.START_ITER), and resume from the last checkpoint."
+            )
+
+
+class _FiniteLossMixin:
+    """Checks the loss dict between ``backward`` and ``optimizer.step`` (where trainers log it)."""
+
+    def _write_metrics(self, loss_dict, data_time, *args, **kwargs):
+        iteration = kwargs.get("iter")  # upstream detectron2 passes it when writing async
+        check_losses_finite(loss_dict, get_event_storage().iter if iteration is None else iteration)
+        super()._write_metrics(loss_dict, data_time, *args, **kwargs)
+
+
+class BMPSimpleTrainer(_FiniteLossMixin, SimpleTrainer):
+    """detectron2's :class:`SimpleTrainer` with the per-loss finiteness check."""
+
+
+class BMPAMPTrainer(_FiniteLossMixin, AMPTrainer):
+    """detectron2's :class:`AMPTrainer` with the per-loss finiteness check."""

@@ -1,0 +1,19 @@
+"""BMP's model: MiT backbone, the three heads, the meta-architecture and its pure tensor ops.
+
+Importing this package registers the backbone, the segmentation head and the ``BMP``
+meta-architecture with detectron2.
+"""
+
+from . import backbone, heads, meta_arch  # noqa: F401  (registers components)
+from .backbone import MixTransformer, build_mit_backbone
+from .heads import AffinityHead, ClassificationHead, SegFormerHead
+from .meta_arch import BMP
+
+__all__ = [
+    "BMP",
+    "AffinityHead",
+    "ClassificationHead",
+    "MixTransformer",
+    "SegFormerHead",
+    "build_mit_backbone",
+]

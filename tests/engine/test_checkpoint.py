@@ -1,0 +1,99 @@
+"""bmp/engine/checkpoint.py: a crash during a save never corrupts the last checkpoint."""
+
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from bmp.engine import checkpoint as ckpt
+from bmp.engine.checkpoint import AtomicCheckpointer, atomic_torch_save
+
+
+def _model(value: float) -> nn.Module:
+    m = nn.Linear(2, 2)
+    nn.init.constant_(m.weight, value)
+    return m
+
+
+def test_save_writes_file_and_tags_last(tmp_path):
+    c = AtomicCheckpointer(_model(1.0), str(tmp_path))
+    c.save("model_0000009", iteration=9)
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000009.pth"
+    assert c.get_checkpoint_file() == str(tmp_path / "model_0000009.pth")
+    assert torch.load(tmp_path / "model_0000009.pth")["iteration"] == 9
+    assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []
+
+
+def test_crash_during_save_keeps_previous_last_checkpoint(tmp_path, monkeypatch):
+    c = AtomicCheckpointer(_model(1.0), str(tmp_path))
+    c.save("model_final", iteration=9)
+    good = (tmp_path / "model_final.pth").read_bytes()
+
+    def dying_save(obj, f, *args, **kwargs):
+        f.write(b"\x80half a pickle")
+        raise KeyboardInterrupt("killed while saving")
+
+    monkeypatch.setattr(ckpt.torch, "save", dying_save)
+    c2 = AtomicCheckpointer(_model(5.0), str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        c2.save("model_final", iteration=19)  # same name: overwriting must not corrupt it
+    with pytest.raises(KeyboardInterrupt):
+        c2.save("model_0000019", iteration=19)
+    monkeypatch.undo()
+
+    assert (tmp_path / "model_final.pth").read_bytes() == good
+    assert not (tmp_path / "model_0000019.pth").exists()
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_final.pth"]
+    fresh = _model(0.0)
+    extra = AtomicCheckpointer(fresh, str(tmp_path)).resume_or_load("", resume=True)
+    assert extra["iteration"] == 9
+    assert torch.all(fresh.weight == 1.0)
+
+
+def test_crash_while_tagging_keeps_old_tag(tmp_path, monkeypatch):
+    c = AtomicCheckpointer(_model(1.0), str(tmp_path))
+    c.save("model_0000004")
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if os.path.basename(dst) == "last_checkpoint":
+            raise OSError("disk full")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(ckpt.os, "replace", failing_replace)
+    with pytest.raises(OSError):
+        c.save("model_0000009")
+    monkeypatch.undo()
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000004.pth"
+    assert (tmp_path / "model_0000009.pth").exists()  # whole, just not tagged yet
+
+
+def test_atomic_torch_save_replaces_whole_file(tmp_path):
+    path = str(tmp_path / "x.pth")
+    atomic_torch_save({"a": torch.ones(3)}, path)
+    atomic_torch_save({"a": torch.zeros(3)}, path)
+    assert torch.equal(torch.load(path)["a"], torch.zeros(3))
+
+
+def test_no_save_dir_or_not_main_process_writes_nothing(tmp_path):
+    AtomicCheckpointer(_model(1.0), "").save("m")
+    AtomicCheckpointer(_model(1.0), str(tmp_path), save_to_disk=False).save("m")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_state_dict_file_formats(tmp_path):
+    state = {"backbone.w": torch.arange(3.0)}
+    for name in ("a.pth", "a.pkl"):
+        ckpt.save_d2_checkpoint(state, str(tmp_path / name), "test")
+        loaded = ckpt.load_state_dict_file(str(tmp_path / name))
+        assert list(loaded) == ["backbone.w"]
+        assert torch.equal(torch.as_tensor(loaded["backbone.w"]), torch.arange(3.0))
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "nested.pth")
+    assert list(ckpt.load_state_dict_file(str(tmp_path / "nested.pth"))) == ["backbone.w"]
+    torch.save({"epoch": 3}, tmp_path / "empty.pth")
+    with pytest.raises(ckpt.CheckpointFormatError, match="empty.pth"):
+        ckpt.load_state_dict_file(str(tmp_path / "empty.pth"))
+    with pytest.raises(ckpt.CheckpointFormatError, match="does not exist"):
+        ckpt.load_state_dict_file(str(tmp_path / "missing.pth"))
