@@ -196,7 +196,13 @@ def test_inference_outputs_at_original_size_for_mixed_sizes(tiny):
     inputs = _eval_inputs()
     out = tiny(inputs)
     assert [tuple(o["sem_seg"].shape) for o in out] == [(K + 1, 130, 140), (K + 1, 49, 47)]
-    assert set(out[0]) == {"sem_seg"}
+    assert set(out[0]) == {"sem_seg", "cls_score"}
+    # cls_score is the sigmoid of the pooled classifier on the same pass (no ground truth used).
+    assert out[0]["cls_score"].shape == (K,)
+    x = (inputs[0]["image"][None].float() - tiny.pixel_mean) / tiny.pixel_std
+    with torch.no_grad():
+        expected = torch.sigmoid(tiny.cls_head(tiny.backbone(x)[tiny.cls_in_feature]))[0]
+    torch.testing.assert_close(out[0]["cls_score"], expected)
     alone = tiny(inputs[1:])[0]["sem_seg"]
     torch.testing.assert_close(out[1]["sem_seg"], alone)
     tiny.train()

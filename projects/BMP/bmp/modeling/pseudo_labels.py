@@ -137,8 +137,10 @@ def par_pseudo_labels(
     m = ids.shape[1]
     refined = par(_resize(image.detach().float(), size), torch.cat(runs, dim=1))
     refined = _resize(refined, (h, w))
-    label_high = _slots_to_labels(refined[:, :m].argmax(dim=1), ids)
-    label_low = _slots_to_labels(refined[:, m:].argmax(dim=1), ids)
+    # max(dim=1).indices, not argmax(dim=1): same first-maximum rule, ~6x faster on CPU for a
+    # reduction over a non-innermost dimension.
+    label_high = _slots_to_labels(refined[:, :m].max(dim=1).indices, ids)
+    label_low = _slots_to_labels(refined[:, m:].max(dim=1).indices, ids)
     labels = label_high.masked_fill(label_high == 0, ignore_index)
     labels = labels.masked_fill((label_high == 0) & (label_low == 0), 0)
     return labels.masked_fill(~valid, ignore_index)

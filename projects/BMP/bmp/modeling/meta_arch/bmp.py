@@ -109,8 +109,9 @@ class BMP(nn.Module):
     keep their keys). The iteration comes from detectron2's EventStorage; without one (unit tests,
     scripts) every loss is active.
 
-    Inference returns ``{"sem_seg": (K+1, H, W)}`` logits at each input's ``height`` x ``width``,
-    plus ``"cam"`` and ``"seeds"`` when ``extra_outputs`` is on.
+    Inference returns ``{"sem_seg": (K+1, H, W)}`` logits at each input's ``height`` x ``width``
+    and ``"cls_score"`` (K,) image-level probabilities, plus ``"cam"`` and ``"seeds"`` when
+    ``extra_outputs`` is on.
     """
 
     @configurable
@@ -600,7 +601,11 @@ class BMP(nn.Module):
         results = []
         for i, d in enumerate(batched_inputs):
             height, width = d.get("height", size[0]), d.get("width", size[1])
-            r = {"sem_seg": sem_seg_postprocess(seg[i], size, height, width)}
+            r = {
+                "sem_seg": sem_seg_postprocess(seg[i], size, height, width),
+                # Image-level class probabilities, for ClassificationEvaluator (mAP / F1).
+                "cls_score": torch.sigmoid(main.cls_logits[i].float()),
+            }
             if extra is not None:
                 cams_n, seeds = extra
                 r["cam"] = sem_seg_postprocess(cams_n[i], size, height, width)
