@@ -37,6 +37,8 @@ FAST = [
     "MODEL.BMP.AFF_START_ITER", "6",
     "MODEL.BMP.BSP.START_ITER", "8",
     "TEST.EVAL_PERIOD", str(MAX_ITER),
+    "DATASETS.TEST", "('synthetic_wsss_val_sem_seg',)",
+    "TEST.BMP.EXTRA_OUTPUTS", "False",
 ]  # fmt: skip
 
 

@@ -36,6 +36,7 @@ def _cfg(tmp_path, *opts):
             "MODEL.BMP.PSEUDO.SCALES", "[1.0]",
             "TEST.EVAL_PERIOD", "0",
             "DATASETS.TEST", "()",  # detectron2 evaluates after training whatever the period
+            "TEST.BMP.EXTRA_OUTPUTS", "False",
             *opts,
         ],
     )  # fmt: skip

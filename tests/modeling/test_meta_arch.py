@@ -20,6 +20,11 @@ def _cfg(**overrides):
     add_bmp_config(cfg)
     cfg.merge_from_file("configs/synthetic/bmp_mit_tiny.yaml")
     cfg.MODEL.DEVICE = "cpu"
+    # The paper's warm-ups (the synthetic config shortens them) and no analysis outputs, so the
+    # iterations below mean the same whatever the demo config says.
+    cfg.MODEL.BMP.C2S.START_ITER = cfg.MODEL.BMP.S2C.START_ITER = 2000
+    cfg.MODEL.BMP.AFF_START_ITER, cfg.MODEL.BMP.BSP.START_ITER = 2000, 4000
+    cfg.TEST.BMP.EXTRA_OUTPUTS = cfg.TEST.BMP.SEED_USE_GT_LABELS = False
     for key, value in overrides.items():
         node = cfg
         *path, leaf = key.split(".")

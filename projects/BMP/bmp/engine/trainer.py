@@ -12,12 +12,17 @@ BMP runs the way any detectron2 project does. Differences from the default train
 """
 
 import logging
+import os
 import weakref
 from typing import Any, Dict, List, Optional
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import (
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators, SemSegEvaluator
 from detectron2.modeling import build_model
@@ -26,7 +31,12 @@ from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import setup_logger
 
 from bmp.data import SemSegEvalMapper, WSSSDatasetMapper
-from bmp.evaluation import ClassificationEvaluator, SeedEvaluator
+from bmp.evaluation import (
+    VOC_SUBMISSION_DIR,
+    ClassificationEvaluator,
+    SeedEvaluator,
+    SemSegSubmissionWriter,
+)
 from bmp.solver import build_bmp_lr_scheduler, build_bmp_optimizer
 
 from .checkpoint import AtomicCheckpointer
@@ -167,7 +177,14 @@ class BMPTrainer(DefaultTrainer):
     def build_evaluator(
         cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None
     ) -> DatasetEvaluator:
-        """Segmentation mIoU, image-label accuracy and, with extra outputs, the seeds' mIoU."""
+        """Segmentation mIoU, image-label accuracy and, with extra outputs, the seeds' mIoU.
+
+        A split without ground truth (``evaluator_type`` None, e.g. ``voc_2012_test``) instead
+        gets its predictions written as palette PNGs for the benchmark server.
+        """
+        if MetadataCatalog.get(dataset_name).get("evaluator_type") is None:
+            folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "submission", dataset_name)
+            return SemSegSubmissionWriter(dataset_name, os.path.join(folder, VOC_SUBMISSION_DIR))
         evaluators: List[DatasetEvaluator] = [SemSegEvaluator(dataset_name, distributed=True)]
         if wants_seed_evaluation(cfg, dataset_name):
             evaluators.append(SeedEvaluator(dataset_name, distributed=True))

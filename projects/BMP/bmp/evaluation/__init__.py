@@ -1,6 +1,7 @@
 """Evaluation: seed quality (CAM / PAR / BSP), image-level classification, per-class tables.
 
-Segmentation mIoU uses detectron2's ``SemSegEvaluator`` unchanged.
+Test splits without masks get PNGs for the benchmark server. Segmentation mIoU uses
+detectron2's ``SemSegEvaluator`` unchanged.
 """
 
 from .classification_evaluation import (
@@ -9,11 +10,14 @@ from .classification_evaluation import (
     classification_metrics,
 )
 from .seed_evaluation import SeedEvaluator, seed_metrics
+from .submission_writer import VOC_SUBMISSION_DIR, SemSegSubmissionWriter
 from .tables import format_per_class_table
 
 __all__ = [
     "ClassificationEvaluator",
     "SeedEvaluator",
+    "SemSegSubmissionWriter",
+    "VOC_SUBMISSION_DIR",
     "average_precision",
     "classification_metrics",
     "format_per_class_table",
