@@ -27,13 +27,12 @@ import json
 import math
 import os
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import mean, stdev
 from typing import Any, Dict, List, Optional, Tuple
 
-from runs import REPO, mean_std, train_and_evaluate
+from runs import REPO, mean_std, run_minutes, train_and_evaluate
 
 RESULTS = REPO / "benchmarks" / "results"
 CONFIG = REPO / "configs" / "synthetic" / "bmp_mit_tiny.yaml"
@@ -161,7 +160,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"{args.jobs} at a time with {threads} thread(s) each",
         flush=True,
     )
-    start = time.perf_counter()
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = {
             (k, s): pool.submit(run_one, k, sw, s, run_root, threads, list(args.opts))
@@ -170,7 +168,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         results = {ks: f.result() for ks, f in futures.items()}
     runs = {k: [results[(k, s)] for s in args.seeds] for k, _ in chosen}
     table = summarise(runs, labels)
-    minutes = (time.perf_counter() - start) / 60
+    # Training + evaluation time of the runs themselves (reruns reuse finished runs).
+    minutes = sum(run_minutes(run_root / f"{k}_seed{s}") for k, _, s in jobs) / args.jobs
     cmd = "python benchmarks/ablation.py" + (" " + " ".join(sys.argv[1:]) if argv is None else "")
     md = (
         f"# BMP ablation on the embedded synthetic dataset\n\n`{cmd.strip()}` "

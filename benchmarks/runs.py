@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 from statistics import mean, stdev
+from datetime import datetime
 from typing import Any, Dict, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 
-__all__ = ["REPO", "final_eval", "train_and_evaluate", "mean_std"]
+__all__ = ["REPO", "final_eval", "train_and_evaluate", "mean_std", "run_minutes"]
 
 
 def final_eval(out_dir: Path, dataset: str) -> Optional[Dict[str, Any]]:
@@ -63,3 +65,14 @@ def mean_std(values: Sequence[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.1f}"
     return f"{mean(values):.1f} ± {stdev(values):.1f}"
+
+
+def run_minutes(out_dir: Path) -> float:
+    """Wall-clock minutes of a run, from the first and last timestamps of its ``log.txt``."""
+    stamps = re.findall(
+        r"^\[(\d\d/\d\d \d\d:\d\d:\d\d)\]", (Path(out_dir) / "log.txt").read_text(), re.M
+    )
+    if len(stamps) < 2:
+        return 0.0
+    first, last = (datetime.strptime(s, "%m/%d %H:%M:%S") for s in (stamps[0], stamps[-1]))
+    return (last - first).total_seconds() / 60
