@@ -75,9 +75,10 @@ def write_panels(weights: Path, out_dir: Path) -> List[str]:
     step = max(1, len(dicts) // PANEL_IMAGES)
     for d in dicts[::step][:PANEL_IMAGES]:
         image = read_image(d["file_name"], format="RGB")
-        panel = make_panel(image, predictor(image), meta)
-        dst = out_dir / (Path(d["file_name"]).stem + ".png")
-        cv2.imwrite(str(dst), panel[:, :, ::-1])
+        # Half size and JPEG: six ~640 px photos x five tiles stay small enough to commit.
+        panel = make_panel(image, predictor(image), meta, scale=0.5)
+        dst = out_dir / (Path(d["file_name"]).stem + ".jpg")
+        cv2.imwrite(str(dst), panel[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])
         written.append(str(dst))
     return written
 

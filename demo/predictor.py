@@ -47,6 +47,8 @@ class BMPPredictor:
         cfg = cfg.clone()
         cfg.defrost()
         cfg.TEST.BMP.EXTRA_OUTPUTS = True  # the panel needs CAMs and seeds
+        # A demo image has no image-level label: seeds use the classes the model predicts.
+        cfg.TEST.BMP.SEED_USE_GT_LABELS = False
         adapt_config_to_machine(cfg)
         cfg.freeze()
         self.cfg = cfg
