@@ -18,6 +18,11 @@ benchmark continues where it stopped.
 
     python benchmarks/ablation.py                  # 5 variants x 3 seeds, 2 runs at a time
     python benchmarks/ablation.py --seeds 0 --variants cls full   # a quick look
+    python benchmarks/ablation.py --variants full --seeds 0 1 --tag s2c1200 \
+        MODEL.BMP.S2C.START_ITER 1200                              # a diagnostic variant
+
+``--tag`` keeps a variant run with extra overrides apart from the plain ones: its runs are
+``<variant>_<tag>_seed<N>`` and its results ``ablation_<tag>.{md,json,png}``.
 """
 
 from __future__ import annotations
@@ -74,12 +79,22 @@ def overrides(switches: Dict[str, bool]) -> List[str]:
     return out
 
 
+def run_dir(out_root: Path, key: str, seed: int, tag: str = "") -> Path:
+    return out_root / (f"{key}_{tag}_seed{seed}" if tag else f"{key}_seed{seed}")
+
+
 def run_one(
-    key: str, switches: Dict[str, bool], seed: int, out_root: Path, threads: int, opts: List[str]
+    key: str,
+    switches: Dict[str, bool],
+    seed: int,
+    out_root: Path,
+    threads: int,
+    opts: List[str],
+    tag: str = "",
 ) -> Dict[str, Any]:
     res = train_and_evaluate(
         CONFIG,
-        out_root / f"{key}_seed{seed}",
+        run_dir(out_root, key, seed, tag),
         (VAL, TRAIN),
         overrides(switches) + ["SEED", str(seed)] + opts,
         threads,
@@ -158,8 +173,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (threads split evenly)")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--tag", default="", help="name for runs with extra overrides (see above)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every run")
     args = p.parse_args(argv)
+    if bool(args.tag) != bool(args.opts):
+        p.error("overrides need a --tag (and a --tag needs overrides): runs are reused by name")
     out = Path(args.out)
     run_root = out / "ablation_runs"
     threads = max(1, (os.cpu_count() or 2) // args.jobs)
@@ -173,14 +191,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = {
-            (k, s): pool.submit(run_one, k, sw, s, run_root, threads, list(args.opts))
+            (k, s): pool.submit(run_one, k, sw, s, run_root, threads, list(args.opts), args.tag)
             for k, sw, s in jobs
         }
         results = {ks: f.result() for ks, f in futures.items()}
     runs = {k: [results[(k, s)] for s in args.seeds] for k, _ in chosen}
     table = summarise(runs, labels)
     # Training + evaluation time of the runs themselves (reruns reuse finished runs).
-    minutes = sum(run_minutes(run_root / f"{k}_seed{s}") for k, _, s in jobs) / args.jobs
+    minutes = sum(run_minutes(run_dir(run_root, k, s, args.tag)) for k, _, s in jobs) / args.jobs
     cmd = "python benchmarks/ablation.py" + (" " + " ".join(sys.argv[1:]) if argv is None else "")
     md = (
         f"# BMP ablation on the embedded synthetic dataset\n\n`{cmd.strip()}` "
@@ -191,17 +209,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         "5); seed pixels left uncertain count as misses.\n\n" + table + "\n"
     )
     out.mkdir(parents=True, exist_ok=True)
-    (out / "ablation.md").write_text(md)
-    (out / "ablation.json").write_text(json.dumps({"runs": runs, "labels": labels}, indent=2))
+    stem = f"ablation_{args.tag}" if args.tag else "ablation"
+    if args.opts:
+        md += f"\nExtra overrides for every run: `{' '.join(args.opts)}`.\n"
+    (out / f"{stem}.md").write_text(md)
+    (out / f"{stem}.json").write_text(
+        json.dumps({"runs": runs, "labels": labels, "overrides": list(args.opts)}, indent=2)
+    )
     if runs:
-        plot(runs, labels, out / "ablation.png")
+        plot(runs, labels, out / f"{stem}.png")
     print("\n" + table)
     if "c2s" in runs and "full" in runs and len(args.seeds) > 1:
         gain = mean(r["seg_val"] for r in runs["full"]) - mean(r["seg_val"] for r in runs["c2s"])
         spread = max(stdev([r["seg_val"] for r in runs[k]]) for k in ("c2s", "full"))
         verdict = "beats" if gain > spread else "does NOT clearly beat"
         print(f"\nfull BMP {verdict} variant 2 on seg mIoU: {gain:+.1f} (seed spread {spread:.1f})")
-    print(f"\nwrote {out}/ablation.{{md,json,png}} ({minutes:.0f} min)")
+    print(f"\nwrote {out}/{stem}.{{md,json,png}} ({minutes:.0f} min)")
     return 0
 
 
