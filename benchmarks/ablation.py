@@ -113,10 +113,6 @@ def run_one(
     }
 
 
-def _cell(values: List[float]) -> str:
-    return "n/a" if any(math.isnan(v) for v in values) else mean_std(values)
-
-
 def summarise(runs: Dict[str, List[Dict[str, Any]]], labels: Dict[str, str]) -> str:
     cols = [
         ("seg_val", "seg mIoU (val)"),
@@ -128,7 +124,7 @@ def summarise(runs: Dict[str, List[Dict[str, Any]]], labels: Dict[str, str]) -> 
     ]
     lines = ["| variant | " + " | ".join(c[1] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for key, rs in runs.items():
-        cells = [_cell([r[c] for r in rs]) for c, _ in cols]
+        cells = [mean_std([r[c] for r in rs]) for c, _ in cols]
         lines.append(f"| {labels[key]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -146,7 +145,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         summary[setting] = vals
         rows.append(
             f"| {label} | {','.join(map(str, seeds))} | "
-            + " | ".join("n/a" if math.isnan(v[0]) else mean_std(v) for v in vals.values())
+            + " | ".join(mean_std(v) for v in vals.values())
             + " |"
         )
     table = "\n".join(rows)

@@ -8,6 +8,7 @@ benchmark that was interrupted continues where it stopped instead of starting ov
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -61,7 +62,13 @@ def train_and_evaluate(
 
 
 def mean_std(values: Sequence[float]) -> str:
-    """``"m ± s"`` over seeds, or just the value for a single run."""
+    """``"m ± s"`` over seeds, or just the value for a single run; ``"n/a"`` if any is missing.
+
+    A NaN marks a metric a run does not have (e.g. no trained segmentation branch): averaging it
+    with real values would hide that.
+    """
+    if any(math.isnan(v) for v in values):
+        return "n/a"
     if len(values) == 1:
         return f"{values[0]:.1f}"
     return f"{mean(values):.1f} ± {stdev(values):.1f}"
