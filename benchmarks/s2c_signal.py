@@ -9,7 +9,8 @@ is close to zero. This script reports, over training batches:
 
 * coverage: the fraction of real pixels that carry an s2c label (confident, foreground);
 * agreement: on those pixels, how often the CAM's argmax already equals the s2c label;
-* the weighted loss ``LAMBDA_S2C * CE`` next to ``LAMBDA_C2S * c2s`` from the training log.
+* the s2c training loss (``MODEL.BMP.S2C.LOSS``) and ``LAMBDA_S2C`` times it, next to the
+  logged, weighted c2s and s2c losses.
 
 ``--warmup-trace`` instead replays the start of the supervision warm-up iteration by iteration:
 it resumes a run's ``model_0000499.pth`` (optimizer included) in a scratch folder, once with s2c
@@ -38,6 +39,7 @@ def measure(run_dir: Path, batches: int) -> Dict[str, float]:
 
     from bmp.engine import load_config
     from bmp.engine.trainer import BMPTrainer
+    from bmp.modeling.losses import s2c_loss
     from bmp.modeling.pseudo_labels import s2c_labels
 
     cfg = load_config(str(run_dir / "config.yaml"), ["MODEL.DEVICE", "cpu"], freeze=False)
@@ -47,7 +49,8 @@ def measure(run_dir: Path, batches: int) -> Dict[str, float]:
     model.eval()  # BN in inference mode, no dropout: the labels as the trained model sees them
     loader = iter(BMPTrainer.build_train_loader(cfg))
     labelled = agree = real = 0
-    ce_sum = 0.0
+    loss_sum = 0.0
+    ignore = model.ignore_value
     with torch.no_grad():
         for _ in range(batches):
             batch = next(loader)
@@ -57,19 +60,20 @@ def measure(run_dir: Path, batches: int) -> Dict[str, float]:
             size = tuple(x.shape[-2:])
             seg = F.interpolate(out.seg_logits, size, mode="bilinear", align_corners=False)
             cam = F.interpolate(out.cam_logits, size, mode="bilinear", align_corners=False)
-            y = s2c_labels(seg, valid, sigma_s=cfg.MODEL.BMP.S2C.SIGMA_S)
-            keep = y != 255
+            y = s2c_labels(seg, valid, sigma_s=model.sigma_s, ignore_index=ignore)
+            keep = y != ignore
             real += int(valid.sum())
             labelled += int(keep.sum())
             agree += int((cam.argmax(1) == y)[keep].sum())
-            if keep.any():
-                ce_sum += float(F.cross_entropy(cam, y, ignore_index=255, reduction="sum"))
-    ce = ce_sum / max(labelled, 1)
+            if keep.any():  # the training loss itself (mean over labelled pixels), summed back
+                loss = s2c_loss(cam, y, mode=model.s2c_loss_mode, ignore_index=ignore)
+                loss_sum += float(loss) * int(keep.sum())
+    loss = loss_sum / max(labelled, 1)
     return {
         "coverage_pct": 100.0 * labelled / max(real, 1),
         "cam_argmax_agrees_pct": 100.0 * agree / max(labelled, 1),
-        "s2c_ce": ce,
-        "weighted_s2c": cfg.MODEL.BMP.LAMBDA_S2C * ce,
+        "s2c_loss": loss,
+        "weighted_s2c": model.lambda_s2c * loss,
         "logged_loss_c2s": _logged(run_dir, "loss_c2s"),
         "logged_loss_s2c": _logged(run_dir, "loss_s2c"),
     }
@@ -140,7 +144,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     p.add_argument("--until", type=int, default=815, help="last iteration of --warmup-trace")
     args = p.parse_args(argv)
-    torch.manual_seed(0)
+    from detectron2.utils.env import seed_all_rng
+
+    seed_all_rng(0)  # the same batches (and crops) on every call: the table is reproducible
     if args.warmup_trace:
         import tempfile
 
@@ -159,7 +165,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 )
         return 0
     print(
-        "| run | s2c coverage (% px) | CAM argmax agrees (%) | CE | x LAMBDA_S2C "
+        "| run | s2c coverage (% px) | CAM argmax agrees (%) | s2c loss | x LAMBDA_S2C "
         "| logged loss_s2c | logged loss_c2s |\n|---|---|---|---|---|---|---|"
     )
     for run in args.runs:
@@ -169,7 +175,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         m = measure(run_dir, args.batches)
         print(
             f"| {run_dir.name} | {m['coverage_pct']:.1f} | {m['cam_argmax_agrees_pct']:.1f} "
-            f"| {m['s2c_ce']:.4f} | {m['weighted_s2c']:.4f} | {m['logged_loss_s2c']:.4f} "
+            f"| {m['s2c_loss']:.4f} | {m['weighted_s2c']:.4f} | {m['logged_loss_s2c']:.4f} "
             f"| {m['logged_loss_c2s']:.4f} |",
             flush=True,
         )
