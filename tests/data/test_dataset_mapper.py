@@ -126,3 +126,27 @@ def test_eval_mapper_bad_masks(sample, tmp_path):
         SemSegEvalMapper(_cfg())({**sample, "sem_seg_file_name": str(tmp_path / "small.png")})
     with pytest.raises(FileNotFoundError, match="gone.png"):
         SemSegEvalMapper(_cfg())({**sample, "sem_seg_file_name": str(tmp_path / "gone.png")})
+
+
+@pytest.mark.parametrize(
+    "fill, expected", [("zero", (0, 0, 0)), ("mean", (124, 116, 104))]  # rounded PIXEL_MEAN
+)
+def test_train_mapper_pads_crops_black_by_default(sample, fill, expected):
+    cfg = _cfg(crop=(40, 40))  # the 6x8 image (at most 12x16 after rescaling) is padded
+    cfg.INPUT.COLOR_JITTER = False
+    if fill != "zero":
+        cfg.INPUT.CROP.PAD_FILL = fill
+    out = WSSSDatasetMapper(cfg, is_train=True)(sample)
+    padded = out["image"][:, ~out["valid_mask"]]
+    assert padded.shape[1] > 0
+    assert (padded == torch.tensor(expected, dtype=torch.uint8)[:, None]).all()
+    # Real pixels are never the fill colour here (the image is red and blue).
+    real = out["image"][:, out["valid_mask"]]
+    assert not (real == torch.tensor(expected, dtype=torch.uint8)[:, None]).all(dim=0).any()
+
+
+def test_train_mapper_rejects_an_unknown_pad_fill():
+    cfg = _cfg()
+    cfg.INPUT.CROP.PAD_FILL = "grey"
+    with pytest.raises(ValueError, match="INPUT.CROP.PAD_FILL"):
+        WSSSDatasetMapper(cfg, is_train=True)

@@ -10,6 +10,7 @@ from bmp.modeling.cam import (
     fuse_multiscale_seg,
     merge_flip,
     minmax_normalize,
+    upsample_twice,
 )
 
 
@@ -42,13 +43,42 @@ def test_merge_flip_rejects_bad_mode_and_odd_batch():
         merge_flip(torch.zeros(3, 1, 2, 2), "max")
 
 
-def _reference_fuse(maps, size, mode):
+def _reference_fuse(maps, size, mode, pass_sizes=None):
+    """Resize each pass's maps (to its pass size, then to ``size``), un-flip, merge, sum."""
     total = 0
-    for x in maps:
+    for i, x in enumerate(maps):
+        if pass_sizes is not None:
+            x = F.interpolate(x, size=pass_sizes[i], mode="bilinear", align_corners=False)
         r = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         m = merge_flip(r, mode)
         total = total + (F.relu(m) if mode == "max" else m)
     return total
+
+
+def test_upsample_twice_by_hand_differs_from_one_resize():
+    x = torch.tensor([[[[0.0, 1.0]]]])
+    # [0, 1] -> width 3 gives [0, 0.5, 1]; that -> width 4 gives [0, 0.3125, 0.6875, 1].
+    two = upsample_twice(x, (1, 3), (1, 4))
+    assert torch.allclose(two, torch.tensor([[[[0.0, 0.3125, 0.6875, 1.0]]]]))
+    # One resize straight to width 4 gives [0, 0.25, 0.75, 1]: a different map.
+    one = F.interpolate(x, size=(1, 4), mode="bilinear", align_corners=False)
+    assert torch.allclose(one, torch.tensor([[[[0.0, 0.25, 0.75, 1.0]]]]))
+    # A pass already at the target size (scale 1.0) is resized once.
+    assert torch.equal(upsample_twice(x, (1, 2), (1, 4)), one)
+
+
+def test_fuse_with_pass_sizes_resizes_in_two_steps():
+    torch.manual_seed(2)
+    b, k = 1, 2
+    maps = [torch.randn(2 * b, k, 3, 3), torch.randn(2 * b, k, 5, 5)]
+    pass_sizes = [(10, 10), (18, 18)]  # e.g. scales 0.5 and 1.5 of a 20x20 input at stride ~3
+    for fuse, mode in ((fuse_multiscale_cams, "max"), (fuse_multiscale_seg, "mean")):
+        two = fuse(maps, (20, 20), pass_sizes=pass_sizes)
+        assert torch.allclose(two, _reference_fuse(maps, (20, 20), mode, pass_sizes), atol=1e-6)
+        # ... which is measurably not the single resize.
+        assert (two - fuse(maps, (20, 20))).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="pass sizes"):
+        fuse_multiscale_cams(maps, (20, 20), pass_sizes=[(10, 10)])
 
 
 def test_fuse_multiscale_cams_matches_resize_merge_relu_sum():
@@ -111,7 +141,7 @@ def test_minmax_normalize_is_per_image_and_per_channel():
 
 def test_cam_confidence_is_max_sigmoid_and_detached():
     logits = torch.tensor([[[[0.0, -10.0]], [[2.0, -20.0]]]], requires_grad=True)
-    conf = cam_confidence(logits)
+    conf = cam_confidence(logits, (1, 2))
     assert conf.shape == (1, 1, 1, 2)
     assert torch.allclose(conf, torch.sigmoid(torch.tensor([[[[2.0, -10.0]]]])))
     assert not conf.requires_grad
@@ -120,6 +150,19 @@ def test_cam_confidence_is_max_sigmoid_and_detached():
     (feats * conf).sum().backward()
     assert logits.grad is None
     assert feats.grad is not None
+
+
+def test_cam_confidence_upsamples_logits_before_the_max():
+    # Class A is [4, -4], class B is [-4, 4]: at native resolution the max is 4 everywhere.
+    logits = torch.tensor([[[[4.0, -4.0]], [[-4.0, 4.0]]]])
+    conf = cam_confidence(logits, (1, 4))
+    # Upsampled to width 4: A = [4, 2, -2, -4], B = [-4, -2, 2, 4] -> max [4, 2, 2, 4].
+    assert torch.allclose(conf, torch.sigmoid(torch.tensor([[[[4.0, 2.0, 2.0, 4.0]]]])))
+    native = F.interpolate(
+        torch.sigmoid(logits.amax(dim=1, keepdim=True)), size=(1, 4), mode="bilinear"
+    )
+    assert torch.allclose(native, torch.full((1, 1, 1, 4), torch.sigmoid(torch.tensor(4.0))))
+    assert (conf - native).abs().max() > 0.09  # sigmoid(4) - sigmoid(2) = 0.101
 
 
 def test_fuse_does_not_modify_inputs_and_supports_autograd():

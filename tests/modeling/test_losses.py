@@ -98,10 +98,10 @@ def test_mlsm_is_stable_for_large_logits():
 def test_affinity_loss_by_hand():
     aff = torch.tensor([[[0.9, 0.2], [0.4, 0.7]]], requires_grad=True)
     labels = torch.tensor([[[1, 0], [IGN, 1]]], dtype=torch.uint8)
-    # positives: (1 - 0.9), (1 - 0.7) -> mean 0.2; negatives: 0.2 -> mean 0.2
-    assert affinity_loss(aff, labels).item() == pytest.approx(0.5 * 0.2 + 0.5 * 0.2)
+    # positives: (1 - 0.9) + (1 - 0.7) = 0.4 over 2 + 1 pairs; negatives: 0.2 over 1 + 1 pairs.
+    assert affinity_loss(aff, labels).item() == pytest.approx(0.5 * 0.4 / 3 + 0.5 * 0.2 / 2)
     only_pos = torch.tensor([[[1, IGN], [IGN, 1]]])
-    assert affinity_loss(aff, only_pos).item() == pytest.approx(0.5 * 0.2)  # no negatives: 0
+    assert affinity_loss(aff, only_pos).item() == pytest.approx(0.5 * 0.4 / 3)  # no negatives: 0
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
@@ -170,7 +171,11 @@ def test_gradients_only_flow_through_intended_paths(tiny):
 def test_interaction_detach_is_what_keeps_the_classifier_out_of_c2s(tiny, monkeypatch):
     # The check above can fail: with an undetached confidence the classifier does get c2s grads.
     monkeypatch.setattr(
-        meta, "cam_confidence", lambda cam: torch.sigmoid(cam.amax(dim=1, keepdim=True))
+        meta,
+        "cam_confidence",
+        lambda cam, size: torch.sigmoid(
+            F.interpolate(cam, size=size, mode="bilinear").amax(dim=1, keepdim=True)
+        ),
     )
     losses, _ = _train_step(tiny, _inputs(), AFTER_WARMUPS)
     assert _grads(losses["loss_c2s"], [tiny.cls_head.classifier.weight])

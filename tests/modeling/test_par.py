@@ -69,8 +69,10 @@ def test_par_matches_naive_per_pixel_reference(dilations):
     num_iter, w = 3, 0.01
     ours = PAR(dilations, num_iter=num_iter, color_temperature=0.3, pos_weight=w)(image, maps)
     ref = _naive_par(image, maps, dilations, num_iter, 0.3, w)
-    # Documented relation: ours == authors' / (1 + w) ** num_iter.
-    assert torch.allclose(ours * (1 + w) ** num_iter, ref, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(ours, ref, rtol=1e-9, atol=1e-12)
+    # The normalised variant is the same up to the documented factor (1 + w) ** num_iter.
+    normalized = PAR(dilations, num_iter, 0.3, w, normalize=True)(image, maps)
+    assert torch.allclose(normalized * (1 + w) ** num_iter, ref, rtol=1e-9, atol=1e-12)
 
 
 def test_par_float32_matches_float64():
@@ -83,30 +85,36 @@ def test_par_float32_matches_float64():
     assert torch.allclose(out32.double(), out64, atol=1e-5)
 
 
-def test_affinity_rows_sum_to_one():
+def test_affinity_rows_sum_to_one_plus_pos_weight():
     image = torch.rand(2, 3, 6, 8, generator=torch.Generator().manual_seed(1))
-    par = PAR()
-    aff = par.affinity(image)
+    aff = PAR().affinity(image)
     assert aff.shape == (2, 48, 6, 8)
-    assert torch.allclose(aff.sum(dim=1), torch.ones(2, 6, 8), atol=1e-6)
+    assert torch.allclose(aff.sum(dim=1), torch.full((2, 6, 8), 1.01), atol=1e-6)
     assert (aff > 0).all()
+    normalized = PAR(normalize=True).affinity(image)
+    assert torch.allclose(normalized.sum(dim=1), torch.ones(2, 6, 8), atol=1e-6)
 
 
-def test_par_keeps_a_constant_map_constant():
+def test_par_grows_a_constant_map_by_one_plus_w_per_round():
     image = torch.rand(2, 3, 12, 10, generator=torch.Generator().manual_seed(2))
     maps = torch.full((2, 3, 12, 10), 0.7)
-    out = PAR()(image, maps)
-    assert torch.allclose(out, maps, atol=1e-5)
+    # The authors' weights sum to 1.01: ten rounds give 0.7 * 1.01 ** 10 = 0.7732.
+    assert torch.allclose(PAR()(image, maps), maps * 1.01**10, atol=1e-5)
+    assert torch.allclose(PAR(num_iter=3, pos_weight=0.5)(image, maps), maps * 1.5**3, atol=1e-5)
+    # Normalised weights keep it constant.
+    assert torch.allclose(PAR(normalize=True)(image, maps), maps, atol=1e-5)
 
 
-def test_par_keeps_probabilities_summing_to_one():
+def test_par_keeps_probability_mass_up_to_the_growth_factor():
     gen = torch.Generator().manual_seed(4)
     image = torch.rand(2, 3, 16, 12, generator=gen)
     probs = torch.softmax(torch.randn(2, 4, 8, 6, generator=gen) * 3, dim=1)  # smaller than image
     out = PAR()(image, probs)
     assert out.shape == (2, 4, 16, 12)
-    assert torch.allclose(out.sum(dim=1), torch.ones(2, 16, 12), atol=1e-5)
+    assert torch.allclose(out.sum(dim=1), torch.full((2, 16, 12), 1.01**10), atol=1e-5)
     assert (out >= 0).all()
+    normalized = PAR(normalize=True)(image, probs)
+    assert torch.allclose(normalized.sum(dim=1), torch.ones(2, 16, 12), atol=1e-5)
 
 
 def test_maps_are_resized_with_align_corners_true():

@@ -11,6 +11,7 @@ from bmp.modeling.pseudo_labels import (
     cam_seed_labels,
     par_pseudo_labels,
     s2c_labels,
+    valid_boxes,
 )
 
 IGN = 255
@@ -128,23 +129,74 @@ def test_bsp_labels_by_hand():
     assert loose.tolist() == [[[0, 1, 1, 0, IGN]]]
 
 
+def _reference_bsp_labels(seg_bg, cams, cls_label, image, box, par, sigma_c=0.5):
+    """One image the authors' way: 21-channel map, crop to the box, PAR, argmax over all."""
+    y0, y1, x0, x1 = box
+    h, w = cams.shape[-2:]
+    full = torch.cat([seg_bg, cams], dim=0)[None]  # (1, K + 1, H, W)
+    keys = torch.cat([torch.zeros(1, dtype=torch.long), cls_label.nonzero()[:, 0] + 1])
+    crop_img = image[None, :, y0:y1, x0:x1]
+    bh, bw = y1 - y0, x1 - x0
+    small = F.interpolate(crop_img, size=(bh // 2, bw // 2), mode="bilinear")
+    refined_keys = par(small, full[:, keys, y0:y1, x0:x1])  # PAR resizes, align_corners=True
+    refined_keys = F.interpolate(refined_keys, size=(bh, bw), mode="bilinear")
+    refined = torch.zeros_like(full)
+    refined[0, keys, y0:y1, x0:x1] = refined_keys[0]
+    best, lab = refined[0].max(dim=0)
+    lab[best < sigma_c] = IGN
+    return lab
+
+
 def test_batched_bsp_labels_match_per_image_loop():
     cams, cls_label, image, valid = _random_batch(2)
     seg_bg = 1 - cams.amax(dim=1, keepdim=True)
     par = PAR()
     got = bsp_pseudo_labels(seg_bg, cams, cls_label, image, valid, par)
     b, _, h, w = cams.shape
-    small_img = F.interpolate(image, scale_factor=0.5, mode="bilinear")
+    boxes = [(0, h, 0, w), (0, h, 0, w - 5), (0, h, 0, w)]
     for i in range(b):
-        keys = torch.cat([torch.zeros(1, dtype=torch.long), cls_label[i].nonzero()[:, 0] + 1])
-        full = torch.cat([seg_bg[i], cams[i]], dim=0)[keys].unsqueeze(0)
-        full = F.interpolate(full, size=(h // 2, w // 2), mode="bilinear")
-        ref = F.interpolate(par(small_img[i : i + 1], full), size=(h, w), mode="bilinear")[0]
-        best, arg = ref.max(dim=0)
-        lab = keys[arg]
-        lab[(best < 0.5) | ~valid[i]] = IGN
-        assert torch.equal(got[i], lab)
+        ref = _reference_bsp_labels(seg_bg[i], cams[i], cls_label[i], image[i], boxes[i], par)
+        assert torch.equal(got[i], ref)
     assert {0, IGN} <= set(got.unique().tolist())
+
+
+def test_bsp_refines_only_the_box_of_real_pixels():
+    cams, cls_label, image, _ = _random_batch(5, b=2)
+    valid = torch.zeros(2, 24, 20, dtype=torch.bool)
+    valid[0, 3:21, 2:15] = True  # padding on every side
+    valid[1] = True
+    seg_bg = 1 - cams.amax(dim=1, keepdim=True)
+    par = PAR()
+    got = bsp_pseudo_labels(seg_bg, cams, cls_label, image, valid, par)
+    ref = _reference_bsp_labels(seg_bg[0], cams[0], cls_label[0], image[0], (3, 21, 2, 15), par)
+    assert torch.equal(got[0], ref)
+    assert (got[0][~valid[0]] == IGN).all() and (got[0][valid[0]] != IGN).any()
+    # Refining the whole padded image instead gives other labels inside the box.
+    whole = _reference_bsp_labels(seg_bg[0], cams[0], cls_label[0], image[0], (0, 24, 0, 20), par)
+    assert not torch.equal(whole[3:21, 2:15], got[0][3:21, 2:15])
+
+
+def test_valid_boxes():
+    valid = torch.zeros(3, 4, 5, dtype=torch.bool)
+    valid[0] = True
+    valid[1, 1:3, 2:4] = True
+    assert valid_boxes(valid) == [(0, 4, 0, 5), (1, 3, 2, 4), None]
+
+
+def test_bsp_sigma_c_is_compared_with_the_grown_par_maps():
+    # A constant class score of 0.47 and background 0.1: PAR's weights sum to 1.01, so ten rounds
+    # give 0.47 * 1.01 ** 10 = 0.519 >= 0.5 (labelled), while the normalised PAR keeps 0.47, which
+    # lies between 0.5 / 1.105 and 0.5 (ignored).
+    h, w = 8, 8
+    cams = torch.full((1, 1, h, w), 0.47)
+    seg_bg = torch.full((1, 1, h, w), 0.1)
+    image = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    valid = torch.ones(1, h, w, dtype=torch.bool)
+    one = torch.ones(1, 1)
+    authors = bsp_pseudo_labels(seg_bg, cams, one, image, valid, PAR())
+    assert (authors == 1).all()
+    normalized = bsp_pseudo_labels(seg_bg, cams, one, image, valid, PAR(normalize=True))
+    assert (normalized == IGN).all()
 
 
 def test_cam_seed_labels_by_hand():

@@ -64,11 +64,17 @@ def _add_model_config(cfg: CN) -> None:
     cfg.MODEL.BMP.PAR.NUM_ITER = 10
     cfg.MODEL.BMP.PAR.COLOR_TEMPERATURE = 0.3
     cfg.MODEL.BMP.PAR.POS_WEIGHT = 0.01
+    # False (authors): the colour + POS_WEIGHT * position weights sum to 1 + POS_WEIGHT, so the
+    # refined maps grow by (1 + POS_WEIGHT)^NUM_ITER (1.105 with the defaults) and BSP.SIGMA_C is
+    # compared with those grown maps. True: weights divided by 1 + POS_WEIGHT (a convex average);
+    # argmax labels are unchanged but SIGMA_C then acts as SIGMA_C * 1.105 on the authors' scale.
+    cfg.MODEL.BMP.PAR.NORMALIZE = False
 
     # Background-aware propagation (BSP): c2s labels use the segmentation branch's background.
     cfg.MODEL.BMP.BSP = CN()
     cfg.MODEL.BMP.BSP.ENABLED = True
     cfg.MODEL.BMP.BSP.START_ITER = 4000
+    # Confidence threshold sigma_c on the PAR-refined BSP maps (see PAR.NORMALIZE for its scale).
     cfg.MODEL.BMP.BSP.SIGMA_C = 0.5
 
     # Bidirectional supervision.
@@ -143,6 +149,10 @@ def _add_input_config(cfg: CN) -> None:
     cfg.INPUT.CROP.ENABLED = True
     cfg.INPUT.CROP.TYPE = "absolute"
     cfg.INPUT.CROP.SIZE = [512, 512]
+    # Colour of the padding when an image is smaller than the crop: "zero" (authors: black RGB 0
+    # before normalisation, so PAR sees black there) or "mean" (PIXEL_MEAN, zero after
+    # normalisation).
+    cfg.INPUT.CROP.PAD_FILL = "zero"
     cfg.INPUT.COLOR_JITTER = False
     # Eval images are fed at original size unless this is > 0 (short side).
     cfg.INPUT.MIN_SIZE_TEST = 0

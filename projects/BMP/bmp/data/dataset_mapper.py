@@ -44,6 +44,20 @@ def cls_labels_to_multi_hot(
     return out
 
 
+def pad_fill(cfg) -> tuple[float, float, float]:
+    """RGB colour of crop padding from ``INPUT.CROP.PAD_FILL``.
+
+    ``"zero"`` is the authors' black padding (RGB 0 before normalisation); ``"mean"`` pads with
+    ``MODEL.PIXEL_MEAN``, which is zero after normalisation.
+    """
+    mode = cfg.INPUT.CROP.PAD_FILL
+    if mode == "zero":
+        return (0.0, 0.0, 0.0)
+    if mode == "mean":
+        return tuple(float(v) for v in cfg.MODEL.PIXEL_MEAN)
+    raise ValueError(f"INPUT.CROP.PAD_FILL must be 'zero' or 'mean', got {mode!r}.")
+
+
 def _to_format(image: np.ndarray, image_format: str) -> np.ndarray:
     if image_format == "RGB":
         return image
@@ -100,8 +114,7 @@ class WSSSDatasetMapper:
             lo, hi = cfg.INPUT.SCALE_RANGE
             augs += [RandomScale(lo, hi), T.RandomFlip(horizontal=True, vertical=False)]
             if cfg.INPUT.CROP.ENABLED:
-                # Pad with the pixel mean so that padding is zero after normalisation.
-                augs.append(RandomPadCrop(tuple(cfg.INPUT.CROP.SIZE), fill=cfg.MODEL.PIXEL_MEAN))
+                augs.append(RandomPadCrop(tuple(cfg.INPUT.CROP.SIZE), fill=pad_fill(cfg)))
         return {
             "is_train": is_train,
             "augmentations": augs,

@@ -35,8 +35,8 @@ class RandomScale(T.Augmentation):
 class FillPadTransform(T.Transform):
     """Pad with a per-channel fill colour (images) and a separate value (segmentations).
 
-    fvcore's ``PadTransform`` takes one scalar for all channels; padding with the pixel mean
-    instead makes padded pixels zero after normalisation, as in the authors' pipeline.
+    fvcore's ``PadTransform`` takes one scalar for all channels; a per-channel fill lets the
+    padding be the pixel mean (zero after normalisation) as well as black.
     """
 
     def __init__(

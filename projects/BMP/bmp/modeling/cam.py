@@ -1,8 +1,13 @@
 """Multi-scale + flip fusion and normalisation of CAM and segmentation maps.
 
 These are the tensor steps that turn the no-grad multi-scale passes into the maps the pseudo
-labels are built from (issue item 6a). They take plain tensors so they can be tested alone and
-shared by training (pseudo labels) and inference (extra outputs, test-time augmentation).
+labels are built from. They take plain tensors so they can be tested alone and shared by training
+(pseudo labels) and inference (extra outputs, test-time augmentation).
+
+Resizing follows the authors' code step for step, because bilinear resizes do not compose: a map
+resized to an intermediate size and then to the target is not the map resized once. Every pass
+first brings its logits to the size of *that pass's input* (the model's output size), and the
+fusion then brings them to the size of the original image: two resizes for scales other than 1.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ __all__ = [
     "fuse_multiscale_seg",
     "minmax_normalize",
     "cam_confidence",
+    "upsample_twice",
 ]
 
 _MERGE_MODES = ("max", "mean")
@@ -70,51 +76,81 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+def upsample_twice(x: Tensor, pass_size: tuple[int, int], size: tuple[int, int]) -> Tensor:
+    """Resize logits to their pass's input size, then to ``size``, as the authors' code does.
+
+    The first resize is the model's own upsampling of its output to the input it was given; the
+    second is the multi-scale fusion's resize to the original image. Either step is skipped when
+    the map already has that size, so scale 1.0 gets exactly one resize.
+    """
+    return _resize(_resize(x, _check_size(pass_size, "upsample_twice")), size)
+
+
 def fuse_multiscale_cams(
-    cam_logits: list[Tensor], size: tuple[int, int], flip: bool = True
+    cam_logits: list[Tensor],
+    size: tuple[int, int],
+    flip: bool = True,
+    pass_sizes: list[tuple[int, int]] | None = None,
 ) -> Tensor:
     """Sum over scales of ReLU(max(original, un-flipped)) of CAM logits resized to ``size``.
 
     Each element is ``(2B, K, h_s, w_s)`` (original + flipped images at scale s), or ``(B, K, ..)``
-    with ``flip=False``. The flipped half is mirrored before resizing: bilinear resizing with
-    ``align_corners=False`` commutes with a horizontal flip, so the result equals resize-then-flip
-    while the mirror touches only the small map. Returns ``(B, K, H, W)``.
+    with ``flip=False``. With ``pass_sizes`` (the input size of each scale's pass), each map is
+    first resized to its pass size and then to ``size`` (:func:`upsample_twice`); without, maps
+    are taken to be at their pass size already. The flipped half is mirrored before resizing:
+    bilinear resizing with ``align_corners=False`` commutes with a horizontal flip, so the result
+    equals resize-then-flip while the mirror touches only the small map. Returns ``(B, K, H, W)``.
     """
-    return _fuse(cam_logits, size, flip, "max", "fuse_multiscale_cams")
+    return _fuse(cam_logits, size, flip, "max", "fuse_multiscale_cams", pass_sizes)
 
 
 def fuse_multiscale_seg(
-    seg_logits: list[Tensor], size: tuple[int, int], flip: bool = True
+    seg_logits: list[Tensor],
+    size: tuple[int, int],
+    flip: bool = True,
+    pass_sizes: list[tuple[int, int]] | None = None,
 ) -> Tensor:
     """Sum over scales of mean(original, un-flipped) segmentation logits resized to ``size``.
 
-    Same layout as :func:`fuse_multiscale_cams`, without ReLU. The mean is taken before resizing
-    (both are linear, so the result is the same) to resize half as many maps.
-    Returns ``(B, K + 1, H, W)``.
+    Same layout and ``pass_sizes`` as :func:`fuse_multiscale_cams`, without ReLU. The mean is
+    taken before resizing (both are linear, so the result is the same up to float rounding) to
+    resize half as many maps. Returns ``(B, K + 1, H, W)``.
     """
-    return _fuse(seg_logits, size, flip, "mean", "fuse_multiscale_seg")
+    return _fuse(seg_logits, size, flip, "mean", "fuse_multiscale_seg", pass_sizes)
 
 
-def _fuse(maps: list[Tensor], size: tuple[int, int], flip: bool, mode: str, where: str) -> Tensor:
+def _fuse(
+    maps: list[Tensor],
+    size: tuple[int, int],
+    flip: bool,
+    mode: str,
+    where: str,
+    pass_sizes: list[tuple[int, int]] | None,
+) -> Tensor:
     if len(maps) == 0:
         raise ValueError(f"bmp.modeling.cam.{where}: got no scales (an empty list)")
+    if pass_sizes is not None and len(pass_sizes) != len(maps):
+        raise ValueError(
+            f"bmp.modeling.cam.{where}: got {len(maps)} maps but {len(pass_sizes)} pass sizes"
+        )
     size = _check_size(size, where)
     total: Tensor | None = None
-    for x in maps:
+    for i, x in enumerate(maps):
+        pass_size = tuple(x.shape[-2:]) if pass_sizes is None else tuple(pass_sizes[i])
         if flip:
             b = _check_pair_batch(x, where)
             if mode == "mean":
                 # Linear steps commute: merge the small maps, then resize B maps instead of 2B.
-                fused = _resize(merge_flip(x, "mean"), size)
+                fused = upsample_twice(merge_flip(x, "mean"), pass_size, size)
             else:
                 # max does not commute with resizing: resize both halves, mirror the small one.
                 x = torch.cat([x[:b], x[b:].flip(-1)], dim=0)
-                x = _resize(x, size)
+                x = upsample_twice(x, pass_size, size)
                 fused = torch.maximum(x[:b], x[b:])
         else:
             if x.dim() != 4:
                 raise ValueError(f"bmp.modeling.cam.{where}: expected (B, C, h, w), got {x.shape}")
-            fused = _resize(x, size)
+            fused = upsample_twice(x, pass_size, size)
         if mode == "max":
             fused = F.relu(fused, inplace=fused is not x)  # never modify the caller's tensor
         if total is None:
@@ -142,16 +178,22 @@ def minmax_normalize(x: Tensor, eps: float = 1e-5) -> Tensor:
     return x / (x.amax(dim=(-2, -1), keepdim=True) + eps)
 
 
-def cam_confidence(cam_logits: Tensor) -> Tensor:
-    """Per-pixel max over classes of sigmoid(CAM logits), detached: ``(B, 1, h, w)``.
+def cam_confidence(cam_logits: Tensor, size: tuple[int, int]) -> Tensor:
+    """Max over classes of sigmoid(CAM logits upsampled to ``size``), detached: ``(B, 1, H, W)``.
 
-    Used by the interaction operation to re-weight the decoder's features; it is detached so the
-    segmentation loss cannot train the classifier through these weights.
+    Used by the interaction operation to re-weight the decoder's features. As in the authors'
+    code the logits are first upsampled (bilinear) to the input size and only then squashed and
+    max-reduced; the caller resizes this map to each feature level. Taking the max at the
+    classifier's stride instead gives a different map, because the max over classes does not
+    commute with interpolation. Detached, so the segmentation loss cannot train the classifier
+    through these weights.
     """
     if cam_logits.dim() != 4:
         raise ValueError(
             f"bmp.modeling.cam.cam_confidence: expected (B, K, h, w) CAM logits, got "
             f"{cam_logits.shape}"
         )
-    # max commutes with the monotonic sigmoid: one sigmoid per pixel instead of K.
-    return torch.sigmoid(cam_logits.detach().amax(dim=1, keepdim=True))
+    up = _resize(cam_logits.detach(), _check_size(size, "cam_confidence"))
+    # The sigmoid is monotonic, so max-then-sigmoid equals sigmoid-then-max exactly (float
+    # rounding is monotonic too): one sigmoid per pixel instead of K.
+    return torch.sigmoid(up.amax(dim=1, keepdim=True))

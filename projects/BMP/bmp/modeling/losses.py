@@ -107,12 +107,13 @@ def s2c_loss(
 
 
 def affinity_loss(affinity: Tensor, aff_labels: Tensor, ignore_index: int = 255) -> Tensor:
-    """0.5 * mean over positive pairs of (1 - a) + 0.5 * mean over negative pairs of a.
+    """0.5 * sum over positive pairs of (1 - a) / (n_pos + 1) + 0.5 * sum over negative pairs of
+    a / (n_neg + 1).
 
     ``affinity`` ``(B, N, N)`` holds probabilities in (0, 1) (after the sigmoid); ``aff_labels``
     comes from :func:`bmp.modeling.pseudo_labels.affinity_labels`. Pairs are pooled over the
-    batch; a term with no pairs contributes 0. (The authors divide by ``count + 1`` instead of
-    ``count``; the difference is below 1 / count, negligible for the ~1e5 pairs of a batch.)
+    batch. The ``+ 1`` in each count is the authors': it makes a term with no pairs 0 without a
+    special case, and moves the loss by less than 1 / count otherwise.
     """
     if affinity.dim() != 3 or affinity.shape != aff_labels.shape:
         raise _err(
@@ -122,6 +123,8 @@ def affinity_loss(affinity: Tensor, aff_labels: Tensor, ignore_index: int = 255)
         )
     if ignore_index in (0, 1):
         raise _err("affinity_loss", "ignore_index must differ from the pair values 0 and 1")
-    pos_loss = _masked_mean(1.0 - affinity, aff_labels == 1)
-    neg_loss = _masked_mean(affinity, aff_labels == 0)
+    pos, neg = aff_labels == 1, aff_labels == 0
+    zeros = torch.zeros_like(affinity)
+    pos_loss = torch.where(pos, 1.0 - affinity, zeros).sum() / (pos.sum() + 1).to(affinity.dtype)
+    neg_loss = torch.where(neg, affinity, zeros).sum() / (neg.sum() + 1).to(affinity.dtype)
     return 0.5 * pos_loss + 0.5 * neg_loss

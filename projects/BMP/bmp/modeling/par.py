@@ -1,21 +1,22 @@
 """Pixel-adaptive refinement (PAR): propagate label maps along low-level colour affinity.
 
 CAMs are coarse and blobby; PAR sharpens them to the image's colour edges before they become
-pseudo labels (issue item 6c). Every pixel looks at 8 neighbours (a 3x3 ring) at each dilation,
+pseudo labels. Every pixel looks at 8 neighbours (a 3x3 ring) at each dilation,
 with replicate padding at the borders (48 neighbours for the default dilations). The weights are
 
     colour:   softmax_n( -mean_rgb( (|I_p - I_n| / (std_n(I_n) + 1e-8) / T)^2 ) )
     position: softmax_n( -(dist_n / (std_n(dist_n) + 1e-8) / T)^2 ),  dist = d or sqrt(2) d
-    weight:   (colour + w * position) / (1 + w)
+    weight:   colour + w * position
 
 and the maps are replaced ``num_iter`` times by the weighted sum of their neighbours. ``std`` is
 the unbiased standard deviation over the neighbours, per pixel and colour channel.
 
-The authors add the two softmaxes without the ``1 + w`` division, so their weights sum to
-``1 + w`` and their maps grow by ``(1 + w)^num_iter`` (1.01^10 with the defaults). The division
-makes the propagation a convex combination: a constant map stays constant and probabilities keep
-summing to one. Our output equals the authors' divided by ``(1 + w)^num_iter``, a positive
-constant, so every argmax (and thus every pseudo label built by argmax) is unchanged.
+As in the authors' code the weights sum to ``1 + w``, so every round multiplies a constant map by
+``1 + w`` and the output is ``(1 + w)^num_iter`` times a convex average (1.01^10 = 1.105 with the
+defaults). That factor matters wherever a refined map is compared with a constant: the BSP
+confidence threshold sigma_c is applied to these grown maps. ``normalize=True`` divides the
+weights by ``1 + w`` instead (a convex combination: constants stay constant, probabilities keep
+summing to one); argmax labels are the same, but a fixed threshold then means a stricter one.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class PAR(nn.Module):
     ``forward(image, maps)``: ``image`` is ``(B, 3, H, W)`` RGB in [0, 1], ``maps`` is
     ``(B, C, h, w)``; the maps are first resized to ``(H, W)`` (bilinear, align_corners=True).
     Returns ``(B, C, H, W)`` in float32 (float64 if the inputs are float64); see the module
-    docstring for the math and the ``1 + pos_weight`` normalisation.
+    docstring for the math and for ``normalize``.
     """
 
     def __init__(
@@ -53,6 +54,7 @@ class PAR(nn.Module):
         num_iter: int = 10,
         color_temperature: float = 0.3,
         pos_weight: float = 0.01,
+        normalize: bool = False,
     ) -> None:
         super().__init__()
         dilations = tuple(int(d) for d in dilations)
@@ -76,6 +78,7 @@ class PAR(nn.Module):
         self.num_iter = int(num_iter)
         self.color_temperature = float(color_temperature)
         self.pos_weight = float(pos_weight)
+        self.normalize = bool(normalize)
         self.offsets = _ring_offsets(dilations)
         self.pad = max(dilations)
         # The position term is the same for every pixel: one (n,) vector, built once in float64
@@ -92,7 +95,8 @@ class PAR(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"dilations={self.dilations}, num_iter={self.num_iter}, "
-            f"color_temperature={self.color_temperature}, pos_weight={self.pos_weight}"
+            f"color_temperature={self.color_temperature}, pos_weight={self.pos_weight}, "
+            f"normalize={self.normalize}"
         )
 
     def position_affinity(self, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -112,7 +116,8 @@ class PAR(nn.Module):
         return [padded[..., p + dy : p + dy + h, p + dx : p + dx + w] for dy, dx in self.offsets]
 
     def affinity(self, image: Tensor) -> Tensor:
-        """Normalised propagation weights ``(B, n, H, W)``; they sum to 1 over the neighbours.
+        """Propagation weights ``(B, n, H, W)``; they sum to ``1 + pos_weight`` over the
+        neighbours (to 1 with ``normalize``).
 
         The result is a view of an ``(n, B, H, W)`` tensor so that :meth:`propagate` reads each
         neighbour's weights as one contiguous block. The neighbours are visited one at a time
@@ -141,9 +146,12 @@ class PAR(nn.Module):
         aff = torch.softmax(logits.neg_(), dim=0)
         if self.pos_weight > 0:
             pos = self.position_affinity(aff.device, aff.dtype).view(-1, 1, 1, 1)
-            aff = (aff * (1.0 / (1.0 + self.pos_weight))).add_(
-                pos * (self.pos_weight / (1.0 + self.pos_weight))
-            )
+            if self.normalize:
+                aff = (aff * (1.0 / (1.0 + self.pos_weight))).add_(
+                    pos * (self.pos_weight / (1.0 + self.pos_weight))
+                )
+            else:
+                aff = aff + pos * self.pos_weight
         return aff.transpose(0, 1)
 
     def propagate(self, maps: Tensor, affinity: Tensor) -> Tensor:
@@ -181,9 +189,10 @@ def par_refine(
     num_iter: int = 10,
     color_temperature: float = 0.3,
     pos_weight: float = 0.01,
+    normalize: bool = False,
 ) -> Tensor:
     """Functional form of :class:`PAR` (builds the tiny module on each call)."""
-    return PAR(dilations, num_iter, color_temperature, pos_weight)(image, maps)
+    return PAR(dilations, num_iter, color_temperature, pos_weight, normalize)(image, maps)
 
 
 def _as_float(x: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""Pseudo labels of BMP, built each training iteration without gradient (issue item 6).
+"""Pseudo labels of BMP, built each training iteration without gradient.
 
 Label maps use the project's convention: 0 = background, k = class k (1..K), ``ignore_index`` =
 not supervised. CAM tensors have K channels (channel k-1 = class k); ``cls_label`` is the (B, K)
@@ -25,6 +25,7 @@ __all__ = [
     "cam_seed_labels",
     "s2c_labels",
     "affinity_labels",
+    "valid_boxes",
 ]
 
 
@@ -114,7 +115,7 @@ def par_pseudo_labels(
     refine_scale: float = 0.5,
     ignore_index: int = 255,
 ) -> Tensor:
-    """PAR-refined CAM labels with the two-threshold background rule (item 6b): ``(B, H, W)``.
+    """PAR-refined CAM labels with the two-threshold background rule: ``(B, H, W)``.
 
     Both background thresholds are refined in one PAR call: the two runs are stacked along the
     channels, so the colour affinity is computed once. Order of operations as the authors: the
@@ -146,6 +147,23 @@ def par_pseudo_labels(
     return labels.masked_fill(~valid, ignore_index)
 
 
+def valid_boxes(valid_mask: Tensor) -> list[tuple[int, int, int, int] | None]:
+    """Per image, the ``(y0, y1, x0, x1)`` bounding box of its real (non-padded) pixels.
+
+    Crop padding surrounds a rectangle of real pixels, so the box is that rectangle (the authors'
+    ``img_box``). ``None`` for an image without a single real pixel.
+    """
+    rows, cols = valid_mask.any(dim=2), valid_mask.any(dim=1)
+    boxes: list[tuple[int, int, int, int] | None] = []
+    for r, c in zip(rows, cols):
+        ys, xs = r.nonzero()[:, 0], c.nonzero()[:, 0]
+        if len(ys) == 0:
+            boxes.append(None)
+        else:
+            boxes.append((int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1))
+    return boxes
+
+
 @torch.no_grad()
 def bsp_pseudo_labels(
     seg_bg: Tensor,
@@ -158,12 +176,17 @@ def bsp_pseudo_labels(
     refine_scale: float = 0.5,
     ignore_index: int = 255,
 ) -> Tensor:
-    """Background-aware propagation labels (item 6d): ``(B, H, W)``.
+    """Background-aware propagation labels: ``(B, H, W)``.
 
     The segmentation branch's normalised background replaces the constant background of the PAR
     labels, so background comes from what the segmentation branch has learnt. Channels are
-    background + present classes without softmax; after PAR and the argmax, pixels whose winning
-    refined score is below ``sigma_c`` are ignored, as is padding.
+    background + present classes without softmax. As in the authors' code each image is cut to
+    the box of its real pixels (:func:`valid_boxes`) before refining: the image crop is resized to
+    ``refine_scale`` of the box, the maps go to PAR at full resolution (PAR resizes them with
+    ``align_corners=True``), and the refined maps come back to the box size. Pixels whose winning
+    refined score is below ``sigma_c`` are ignored, as is everything outside the box. ``sigma_c``
+    is compared with PAR's output as it is, so it depends on ``par.normalize`` (see
+    :mod:`bmp.modeling.par`). Images that share a box are refined in one batched call.
     """
     valid = _check_common("bsp_pseudo_labels", cams, cls_label, valid_mask, image)
     b, _, h, w = cams.shape
@@ -173,15 +196,26 @@ def bsp_pseudo_labels(
             f"seg_bg must be the (B, 1, H, W) = {(b, 1, h, w)} normalised background channel, "
             f"got {tuple(seg_bg.shape)}",
         )
-    size = _refine_size(h, w, refine_scale)
+    _refine_size(h, w, refine_scale)  # validates refine_scale before any work
     ids, used = _present_slots(cls_label)
     scores = _gather_slots(cams.detach().float(), ids)
     scores[:, :1] = seg_bg.detach()
-    scores = _resize(scores.masked_fill(~used[:, :, None, None], 0.0), size)
-    refined = _resize(par(_resize(image.detach().float(), size), scores), (h, w))
-    best, slot = refined.max(dim=1)
-    labels = _slots_to_labels(slot, ids)
-    return labels.masked_fill((best < sigma_c) | ~valid, ignore_index)
+    scores = scores.masked_fill(~used[:, :, None, None], 0.0)
+    image = image.detach().float()
+    labels = torch.full((b, h, w), ignore_index, dtype=torch.long, device=cams.device)
+    groups: dict[tuple[int, int, int, int], list[int]] = {}
+    for i, box in enumerate(valid_boxes(valid)):
+        if box is not None:
+            groups.setdefault(box, []).append(i)
+    for (y0, y1, x0, x1), members in groups.items():
+        idx = torch.tensor(members, device=cams.device)
+        box_size = (y1 - y0, x1 - x0)
+        small = _resize(image[idx, :, y0:y1, x0:x1], _refine_size(*box_size, refine_scale))
+        refined = _resize(par(small, scores[idx, :, y0:y1, x0:x1]), box_size)
+        best, slot = refined.max(dim=1)
+        box_labels = _slots_to_labels(slot, ids[idx])
+        labels[idx, y0:y1, x0:x1] = box_labels.masked_fill(best < sigma_c, ignore_index)
+    return labels.masked_fill(~valid, ignore_index)
 
 
 @torch.no_grad()
@@ -208,7 +242,7 @@ def cam_seed_labels(
 def s2c_labels(
     seg_logits: Tensor, valid_mask: Tensor, sigma_s: float = 0.75, ignore_index: int = 255
 ) -> Tensor:
-    """Segmentation-to-classification targets Y_s - 1 (item 6e): ``(B, H, W)`` in 0..K-1.
+    """Segmentation-to-classification targets Y_s - 1: ``(B, H, W)`` in 0..K-1.
 
     Only confident foreground supervises the CAMs: pixels whose max segmentation *logit* is below
     ``sigma_s``, background pixels and padding are ignored. Values index CAM channels.

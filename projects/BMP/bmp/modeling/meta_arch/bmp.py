@@ -36,6 +36,7 @@ from ..cam import (
     fuse_multiscale_seg,
     merge_flip,
     minmax_normalize,
+    upsample_twice,
 )
 from ..heads.affinity_head import AffinityHead
 from ..heads.classification_head import ClassificationHead
@@ -240,6 +241,7 @@ class BMP(nn.Module):
                 num_iter=bmp.PAR.NUM_ITER,
                 color_temperature=bmp.PAR.COLOR_TEMPERATURE,
                 pos_weight=bmp.PAR.POS_WEIGHT,
+                normalize=bmp.PAR.NORMALIZE,
             ),
             "schedule": LossSchedule(
                 c2s_start=bmp.C2S.START_ITER,
@@ -297,18 +299,21 @@ class BMP(nn.Module):
         f_cls = feats[self.cls_in_feature]
         cls_logits = self.cls_head(f_cls)
         cam_logits = self.cls_head.cam_logits(f_cls)
-        seg_logits = self._decode(feats, cam_logits) if with_seg else None
+        seg_logits = self._decode(feats, cam_logits, tuple(x.shape[-2:])) if with_seg else None
         return _BranchOutputs(cls_logits, cam_logits, seg_logits, attn)
 
-    def _decode(self, feats: Dict[str, Tensor], cam_logits: Tensor) -> Tensor:
+    def _decode(
+        self, feats: Dict[str, Tensor], cam_logits: Tensor, input_size: Tuple[int, int]
+    ) -> Tensor:
         """Segmentation logits; with the interaction, features are re-weighted by CAM confidence.
 
-        ``cam_confidence`` is detached, so the decoder's loss never trains the classifier
-        through these weights.
+        The confidence is taken from the CAM logits upsampled to ``input_size`` and then resized
+        to every feature level (the authors' order). ``cam_confidence`` is detached, so the
+        decoder's loss never trains the classifier through these weights.
         """
         inputs = {name: feats[name] for name in self.seg_in_features}
         if self.interaction:
-            conf = cam_confidence(cam_logits)
+            conf = cam_confidence(cam_logits, input_size)
             resized: Dict[Tuple[int, ...], Tensor] = {}
             for name, f in inputs.items():
                 size = tuple(f.shape[-2:])
@@ -324,15 +329,21 @@ class BMP(nn.Module):
         scales: Sequence[float],
         flip: bool,
         with_seg: bool,
-    ) -> Tuple[List[Tensor], List[Tensor]]:
+        resize_by_factor: bool = False,
+    ) -> Tuple[List[Tensor], List[Tensor], List[Tuple[int, int]]]:
         """Per-scale CAM and segmentation logits: (2B, ...) originals then flips (B without flip).
 
-        Each scale is ONE forward of the image batch and its flip, except scale 1.0 whose
-        unflipped half is ``main`` (the pass already made), so only its flip is computed.
+        Also returns each pass's input size, to which the fusion first upsamples that pass's
+        logits. Each scale is ONE forward of the image batch and its flip, except scale 1.0 whose
+        unflipped half is ``main`` (the pass already made), so only its flip is computed. The
+        scaled inputs are resized to ``int(s * h)`` by size (the authors' training code), or by
+        ``scale_factor=s`` with ``resize_by_factor`` (their test code; bilinear sampling then
+        uses ``s`` itself, which differs slightly when ``s * h`` is not an integer).
         """
         h, w = x.shape[-2:]
         cams: List[Tensor] = []
         segs: List[Tensor] = []
+        sizes: List[Tuple[int, int]] = []
         with torch.no_grad(), _frozen_bn_stats(self):
             for s in scales:
                 if s == 1.0:
@@ -342,29 +353,36 @@ class BMP(nn.Module):
                         out = self._forward_branches(x.flip(-1), with_seg=with_seg)
                         cam = torch.cat([cam, out.cam_logits])
                         seg = torch.cat([seg, out.seg_logits]) if with_seg else None
+                    sizes.append((h, w))
                 else:
-                    size = (int(h * s), int(w * s))
-                    xs = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+                    if resize_by_factor:
+                        xs = F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+                    else:
+                        size = (int(h * s), int(w * s))
+                        xs = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
                     out = self._forward_branches(
                         torch.cat([xs, xs.flip(-1)]) if flip else xs, with_seg=with_seg
                     )
                     cam, seg = out.cam_logits, out.seg_logits
+                    sizes.append(tuple(xs.shape[-2:]))
                 cams.append(cam.float())
                 if with_seg:
                     segs.append(seg.float())
-        return cams, segs
+        return cams, segs, sizes
 
     def _normalized_maps(
         self, x: Tensor, main: _BranchOutputs, with_seg: bool
     ) -> Tuple[Tensor, Optional[Tensor]]:
         """Min-max normalised multi-scale CAMs (B, K, H, W) and segmentation maps (B, K+1, H, W)."""
         size = tuple(x.shape[-2:])
-        cams, segs = self._multiscale_logits(
+        cams, segs, sizes = self._multiscale_logits(
             x, main, self.pseudo_scales, self.pseudo_flip, with_seg=with_seg
         )
         flip = self.pseudo_flip
-        cams_n = minmax_normalize(fuse_multiscale_cams(cams, size, flip=flip))
-        segs_n = minmax_normalize(fuse_multiscale_seg(segs, size, flip=flip)) if with_seg else None
+        cams_n = minmax_normalize(fuse_multiscale_cams(cams, size, flip=flip, pass_sizes=sizes))
+        segs_n = None
+        if with_seg:
+            segs_n = minmax_normalize(fuse_multiscale_seg(segs, size, flip=flip, pass_sizes=sizes))
         return cams_n, segs_n
 
     # ------------------------------------------------------------------------------ training
@@ -584,14 +602,14 @@ class BMP(nn.Module):
         with _frozen_bn_stats(self):
             main = self._forward_branches(x)
         if self.test_aug:
-            _, segs = self._multiscale_logits(
-                x, main, self.test_scales, self.test_flip, with_seg=True
+            _, segs, sizes = self._multiscale_logits(
+                x, main, self.test_scales, self.test_flip, with_seg=True, resize_by_factor=True
             )
-            # Flip halves are averaged, scales max-fused (the authors sum the flips; the
-            # factor 2 does not change the argmax).
+            # As the authors' test code: each pass's logits go to its input size, then to the
+            # image size; flip halves are averaged and scales max-fused.
             if self.test_flip:
                 segs = [merge_flip(s, "mean") for s in segs]
-            seg = torch.stack([_resize(s, size) for s in segs]).amax(dim=0)
+            seg = torch.stack([upsample_twice(s, p, size) for s, p in zip(segs, sizes)]).amax(dim=0)
         else:
             seg = _resize(main.seg_logits, size).float()
 
@@ -638,11 +656,20 @@ class BMP(nn.Module):
     def _extra_outputs(
         self, x: Tensor, images: Tensor, main: _BranchOutputs, batched_inputs: List[dict]
     ) -> Tuple[Tensor, Dict[str, Tensor]]:
-        """Normalised multi-scale CAMs and the CAM / PAR / BSP seeds, as in training."""
+        """Normalised multi-scale CAMs and the CAM / PAR / BSP seeds, built as in training."""
         cams_n, segs_n = self._normalized_maps(x, main, with_seg=True)
         presence = self._presence(main.cls_logits, batched_inputs)
-        valid = torch.ones(
-            images.shape[0], *images.shape[-2:], dtype=torch.bool, device=self.device
+        # An input may mark crop padding with "valid_mask", as training crops do; the seeds are
+        # then exactly the training targets of that crop (padding ignored, BSP on the real box).
+        valid = torch.stack(
+            [
+                (
+                    d["valid_mask"].to(self.device, torch.bool)
+                    if "valid_mask" in d
+                    else torch.ones(images.shape[-2:], dtype=torch.bool, device=self.device)
+                )
+                for d in batched_inputs
+            ]
         )
         image01 = images / 255.0
         seeds = {
