@@ -12,16 +12,18 @@ synchronise over gloo.
 """
 
 import logging
+import re
 import sys
 from typing import Any
 
+import bmp  # noqa: F401  isort: skip  (first: it imports detectron2 without its jit warnings)
+import torch.multiprocessing as mp
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-import bmp  # noqa: F401  (registers the model, datasets and evaluators)
 from bmp.engine import BMPTrainer, ConfigError, check_config, load_config
 
 logger = logging.getLogger("bmp.train_net")
@@ -79,6 +81,33 @@ def cli(argv: Any = None) -> None:
     except FloatingPointError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except (ValueError, OSError, mp.ProcessRaisedException) as e:
+        # Data problems (a corrupt image, a bad label, a missing file) name the file in their
+        # message; the trainer has already logged the traceback, so end with that one line.
+        message = _last_error_line(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
+
+
+# The final "SomeError: message" line of a traceback carried in an exception's text.
+_ERROR_LINE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*(Error|Exception)): (?P<message>.+)$")
+_DATA_ERRORS = ("ValueError", "FileNotFoundError", "OSError", "DamagedCheckpointError")
+
+
+def _last_error_line(e: BaseException) -> Any:
+    """The one-line message of a data error, also when a DataLoader worker or a spawned process
+    wrapped it in its traceback text; None for anything else."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    if not lines:
+        return None
+    if len(lines) == 1 and not isinstance(e, mp.ProcessRaisedException):
+        return lines[0]
+    match = _ERROR_LINE.match(lines[-1])
+    if match is None or match["type"].rsplit(".", 1)[-1] not in _DATA_ERRORS:
+        return None
+    return match["message"]
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""Helpers shared by the quality benchmarks: one training run per subprocess, resumable.
+"""The run grid and report shared by the quality benchmarks (ablation, coco_mini).
 
-Each run is ``train_net.py`` with config overrides in its own output folder. A folder that already
-holds ``model_final.pth`` and the final evaluation of every requested dataset is reused, so a
-benchmark that was interrupted continues where it stopped instead of starting over.
+A benchmark is a list of variants, each a config file, crossed with seeds. Every run is
+``train_net.py`` in its own output folder, several at a time, each in its own process. A folder
+that already holds ``model_final.pth`` and the final evaluation of every requested dataset is
+reused, so a benchmark that was interrupted continues where it stopped. The report is one
+markdown table (mean ± std over seeds) and a JSON file beside it that records, for every run, its
+numbers and the exact command that reproduces it.
 """
 
 from __future__ import annotations
@@ -11,20 +14,81 @@ import json
 import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from statistics import mean, stdev
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+NAN = float("nan")
+COMMAND_FILE = "command.txt"  # in each run folder: the command that trained it
 
-__all__ = ["REPO", "final_eval", "train_and_evaluate", "mean_std", "run_minutes"]
+__all__ = [
+    "REPO",
+    "RESULTS",
+    "Variant",
+    "Column",
+    "Run",
+    "final_eval",
+    "train_command",
+    "train_and_evaluate",
+    "skip_reason",
+    "seed_columns",
+    "quick_overrides",
+    "run_grid",
+    "column_values",
+    "results_table",
+    "write_report",
+    "mean_std",
+    "run_minutes",
+]
 
 
-def final_eval(out_dir: Path, dataset: str) -> Optional[Dict[str, Any]]:
+@dataclass(frozen=True)
+class Variant:
+    """One row of a benchmark: a config file (relative to the repository) and its label."""
+
+    key: str
+    label: str
+    config: str
+
+
+@dataclass(frozen=True)
+class Column:
+    """One metric of the table: ``results[dataset][task][metric]`` of a run's final evaluation.
+
+    ``needs_seg`` marks metrics of the segmentation branch: n/a for a variant that never
+    trains it (its decoder output is not a result).
+    """
+
+    key: str
+    header: str
+    dataset: str
+    task: str
+    metric: str = "mIoU"
+    needs_seg: bool = False
+
+
+@dataclass
+class Run:
+    """A finished run: its variant, seed, folder, command and final evaluations per dataset."""
+
+    variant: Variant
+    seed: int
+    out_dir: Path
+    command: str
+    evals: dict[str, dict[str, Any]]
+
+
+def final_eval(out_dir: Path, dataset: str) -> dict[str, Any] | None:
     """The last evaluation of ``dataset`` a finished run wrote, or None."""
     files = sorted(Path(out_dir).glob(f"eval_{dataset}_iter*.json"))
     if not files or not (Path(out_dir) / "model_final.pth").exists():
@@ -32,24 +96,44 @@ def final_eval(out_dir: Path, dataset: str) -> Optional[Dict[str, Any]]:
     return json.loads(files[-1].read_text())
 
 
+def train_command(config: Path, out_dir: Path, opts: Sequence[str]) -> list[str]:
+    """``train_net.py`` with the config, the overrides and the output folder."""
+    cmd = [sys.executable, str(REPO / "train_net.py"), "--config-file", str(config)]
+    return cmd + list(opts) + ["OUTPUT_DIR", str(out_dir)]
+
+
+def _shell_line(cmd: Sequence[str], threads: int) -> str:
+    """``cmd`` as one shell line to paste in the repository root, with its thread count."""
+    words = ["python"] + [
+        os.path.relpath(w, REPO) if w.startswith(str(REPO)) else w for w in cmd[1:]
+    ]
+    return f"OMP_NUM_THREADS={threads} " + " ".join(shlex.quote(w) for w in words)
+
+
 def train_and_evaluate(
     config: Path,
     out_dir: Path,
     datasets: Sequence[str],
-    opts: List[str],
+    opts: list[str],
     threads: int,
     label: str,
-) -> Dict[str, Dict[str, Any]]:
+) -> dict[str, dict[str, Any]]:
     """Train (unless finished already) and return ``{dataset: final evaluation results}``."""
     results = {d: final_eval(out_dir, d) for d in datasets}
     if any(r is None for r in results.values()):
-        cmd = [sys.executable, str(REPO / "train_net.py"), "--config-file", str(config)]
-        cmd += list(opts) + ["OUTPUT_DIR", str(out_dir)]
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         out_dir.mkdir(parents=True, exist_ok=True)
+        cmd = train_command(config, out_dir, opts)
+        (out_dir / COMMAND_FILE).write_text(_shell_line(cmd, threads) + "\n")
         start = time.perf_counter()
         with open(out_dir / "stdout.log", "w") as log:
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+            proc = subprocess.run(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=REPO,
+            )
         if proc.returncode != 0:
             raise RuntimeError(f"{label} failed (exit {proc.returncode}); see {out_dir}/stdout.log")
         minutes = (time.perf_counter() - start) / 60
@@ -61,13 +145,176 @@ def train_and_evaluate(
     return results  # type: ignore[return-value]
 
 
+# The task name of a column that reads, for each variant, the seed it trains its segmentation
+# branch with (CAM, PAR or BSP), as its config says.
+TRAINING_SEED = "training_seed"
+
+
+def _load(variant: Variant):
+    from bmp.engine import load_config
+
+    return load_config(str(REPO / variant.config))
+
+
+def skip_reason(variant: Variant) -> str | None:
+    """Why a variant cannot run here (no config file, or a meta-architecture not registered yet),
+    or None. Lets a benchmark list a row whose config or model is still to come."""
+    if not (REPO / variant.config).is_file():
+        return f"{variant.config} does not exist yet"
+    from detectron2.modeling import META_ARCH_REGISTRY
+
+    import bmp  # noqa: F401  (registers BMP's meta-architectures)
+
+    try:
+        arch = _load(variant).MODEL.META_ARCHITECTURE
+    except ValueError as e:  # ConfigError: e.g. keys of a model that is not in this checkout
+        return f"{variant.config} does not load: {e}"
+    if arch not in META_ARCH_REGISTRY:
+        return f"meta-architecture {arch!r} of {variant.config} is not registered"
+    return None
+
+
+def variant_facts(variant: Variant) -> dict[str, Any]:
+    """What the config says about a variant's results: whether it trains the segmentation
+    branch (BMP only does with c2s on) and which seed that branch learns from."""
+    cfg = _load(variant)
+    if cfg.MODEL.META_ARCHITECTURE != "BMP":
+        return {"trains_seg": True, "training_seed": None}
+    bmp = cfg.MODEL.BMP
+    seed = ("bsp" if bmp.BSP.ENABLED else "par") if bmp.C2S.ENABLED else "cam"
+    return {"trains_seg": bool(bmp.C2S.ENABLED), "training_seed": seed}
+
+
+def seed_columns(dataset: str) -> list[Column]:
+    """CAM / PAR / BSP seed mIoU on ``dataset``, then the share of pixels each leaves uncertain
+    (the SeedEvaluator's ``ignore_ratio``)."""
+    kinds = ("cam", "par", "bsp")
+    columns = [Column(f"seed_{k}", f"{k.upper()} seed", dataset, f"seed_{k}") for k in kinds]
+    return columns + [
+        Column(f"ignored_{k}", f"{k.upper()} ignored %", dataset, f"seed_{k}", "ignore_ratio")
+        for k in kinds
+    ]
+
+
+def quick_overrides(iters: int, crop: int) -> list[str]:
+    """Overrides that run a benchmark's whole pipeline (every warm-up, BSP, the evaluation) in
+    ``iters`` iterations: a check that it works, not a result."""
+    start, bsp = str(max(1, iters // 4)), str(max(2, iters // 2))
+    return [
+        "SOLVER.MAX_ITER", str(iters), "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "2",
+        "INPUT.CROP.SIZE", f"[{crop},{crop}]", "MODEL.BMP.C2S.START_ITER", start,
+        "MODEL.BMP.S2C.START_ITER", start, "MODEL.BMP.AFFINITY.START_ITER", start,
+        "MODEL.BMP.BSP.START_ITER", bsp, "TEST.EVAL_PERIOD", str(iters),
+        "SOLVER.CHECKPOINT_PERIOD", "100000",
+    ]  # fmt: skip
+
+
+def run_dir(run_root: Path, key: str, seed: int, tag: str = "") -> Path:
+    return run_root / (f"{key}_{tag}_seed{seed}" if tag else f"{key}_seed{seed}")
+
+
+def run_grid(
+    grid: Sequence[tuple[Variant, int]],
+    run_root: Path,
+    datasets: Sequence[str],
+    opts: Sequence[str] = (),
+    jobs: int = 2,
+    tag: str = "",
+) -> list[Run]:
+    """Train and evaluate every (variant, seed) ``jobs`` at a time; finished runs are reused.
+
+    Variants with a :func:`skip_reason` are left out with one message each. ``opts`` are extra
+    overrides for every run; ``tag`` keeps such runs apart from the plain ones.
+    """
+    skipped = {v.key: skip_reason(v) for v, _ in grid}
+    for v in {v for v, _ in grid if skipped[v.key]}:
+        print(f"skipping '{v.label}': {skipped[v.key]}", flush=True)
+    todo = [(v, s) for v, s in grid if not skipped[v.key]]
+    threads = max(1, (os.cpu_count() or 2) // jobs)
+    print(f"{len(todo)} runs, {jobs} at a time with {threads} thread(s) each", flush=True)
+
+    def one(variant: Variant, seed: int) -> Run:
+        out = run_dir(run_root, variant.key, seed, tag)
+        run_opts = ["SEED", str(seed)] + list(opts)
+        config = REPO / variant.config
+        label = f"{variant.label} seed {seed}"
+        evals = train_and_evaluate(config, out, datasets, run_opts, threads, label)
+        # The command as the run was trained (its thread count may differ from this call's).
+        recorded = out / COMMAND_FILE
+        command = recorded.read_text().strip() if recorded.is_file() else None
+        command = command or _shell_line(train_command(config, out, run_opts), threads)
+        return Run(variant, seed, out, command, evals)
+
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = [pool.submit(one, v, s) for v, s in todo]
+        return [f.result() for f in futures]
+
+
+def column_values(runs: Sequence[Run], column: Column, facts: dict[str, Any]) -> list[float]:
+    """A column's value for each run of one variant; NaN where the run has no such result."""
+    if column.needs_seg and not facts["trains_seg"]:
+        return [NAN] * len(runs)
+    task = column.task
+    if task == TRAINING_SEED:
+        if facts["training_seed"] is None:
+            return [NAN] * len(runs)
+        task = f"seed_{facts['training_seed']}"
+    return [r.evals[column.dataset].get(task, {}).get(column.metric, NAN) for r in runs]
+
+
+def results_table(
+    variants: Sequence[Variant],
+    runs: Sequence[Run],
+    columns: Sequence[Column],
+    baselines: Sequence[tuple[str, dict[str, float]]] = (),
+) -> tuple[str, dict[str, Any]]:
+    """The markdown table (one row per baseline, then per variant that ran) and its JSON.
+
+    Baselines are rows measured without training (e.g. all background): ``{column key: value}``.
+    Variants that did not run are listed under the table with the reason.
+    """
+    header = ["variant", "seeds"] + [c.header for c in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    summary: dict[str, Any] = {"baselines": dict(baselines), "variants": {}, "not_run": {}}
+    for label, values in baselines:
+        cells = [f"{values[c.key]:.1f}" if c.key in values else "-" for c in columns]
+        lines.append(f"| {label} | - | " + " | ".join(cells) + " |")
+    for v in variants:
+        mine = sorted((r for r in runs if r.variant.key == v.key), key=lambda r: r.seed)
+        if not mine:
+            summary["not_run"][v.key] = skip_reason(v) or "not requested"
+            continue
+        facts = variant_facts(v)
+        values = {c.key: column_values(mine, c, facts) for c in columns}
+        seeds = [r.seed for r in mine]
+        cells = [mean_std(values[c.key]) for c in columns]
+        lines.append(f"| {v.label} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " |")
+        summary["variants"][v.key] = {
+            "label": v.label,
+            "config": v.config,
+            "seeds": seeds,
+            "values": values,
+            "mean_std": dict(zip((c.key for c in columns), cells)),
+            "runs": [{"seed": r.seed, "dir": str(r.out_dir), "command": r.command} for r in mine],
+        }
+    notes = [f"* not run: {k}: {why}" for k, why in summary["not_run"].items()]
+    return "\n".join(lines + ([""] + notes if notes else [])), summary
+
+
+def write_report(out: Path, stem: str, markdown: str, payload: dict[str, Any]) -> None:
+    """``<out>/<stem>.md`` and, beside it, ``<stem>.json``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text(markdown)
+    (out / f"{stem}.json").write_text(json.dumps(payload, indent=2, default=float))
+
+
 def mean_std(values: Sequence[float]) -> str:
     """``"m ± s"`` over seeds, or just the value for a single run; ``"n/a"`` if any is missing.
 
     A NaN marks a metric a run does not have (e.g. no trained segmentation branch): averaging it
     with real values would hide that.
     """
-    if any(math.isnan(v) for v in values):
+    if not values or any(math.isnan(v) for v in values):
         return "n/a"
     if len(values) == 1:
         return f"{values[0]:.1f}"
@@ -76,9 +323,10 @@ def mean_std(values: Sequence[float]) -> str:
 
 def run_minutes(out_dir: Path) -> float:
     """Wall-clock minutes of a run, from the first and last timestamps of its ``log.txt``."""
-    stamps = re.findall(
-        r"^\[(\d\d/\d\d \d\d:\d\d:\d\d)\]", (Path(out_dir) / "log.txt").read_text(), re.M
-    )
+    log = Path(out_dir) / "log.txt"
+    if not log.is_file():
+        return 0.0
+    stamps = re.findall(r"^\[(\d\d/\d\d \d\d:\d\d:\d\d)\]", log.read_text(), re.M)
     if len(stamps) < 2:
         return 0.0
     first, last = (datetime.strptime(s, "%m/%d %H:%M:%S") for s in (stamps[0], stamps[-1]))

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
 
 
 def measure(run_dir: Path, batches: int) -> Dict[str, float]:
@@ -40,7 +39,7 @@ def measure(run_dir: Path, batches: int) -> Dict[str, float]:
     from bmp.engine import load_config
     from bmp.engine.trainer import BMPTrainer
     from bmp.modeling.losses import s2c_loss
-    from bmp.modeling.pseudo_labels import s2c_labels
+    from bmp.modeling.schedule import Phase
 
     cfg = load_config(str(run_dir / "config.yaml"), ["MODEL.DEVICE", "cpu"], freeze=False)
     cfg.MODEL.WEIGHTS = str(run_dir / "model_final.pth")
@@ -50,30 +49,30 @@ def measure(run_dir: Path, batches: int) -> Dict[str, float]:
     loader = iter(BMPTrainer.build_train_loader(cfg))
     labelled = agree = real = 0
     loss_sum = 0.0
-    ignore = model.ignore_value
+    ignore, mode = model.criterion.ignore_value, model.criterion.s2c_loss_mode
+    s2c_only = Phase(c2s=False, s2c=True, aff=False, bsp=False)
     with torch.no_grad():
         for _ in range(batches):
-            batch = next(loader)
-            images, valid, _cls = model._training_batch(batch)
-            x = model._normalize(images)
-            out = model._forward_branches(x)
-            size = tuple(x.shape[-2:])
-            seg = F.interpolate(out.seg_logits, size, mode="bilinear", align_corners=False)
-            cam = F.interpolate(out.cam_logits, size, mode="bilinear", align_corners=False)
-            y = s2c_labels(seg, valid, sigma_s=model.sigma_s, ignore_index=ignore)
+            batch = model.preprocess(next(loader), require_labels=True)
+            main = model.forward_branches(batch.x)
+            # The model's own s2c targets: its sigma_s, ignore value and padding rule.
+            y = model.pseudo_labeller.training_targets(model.extra_pass, batch, main, s2c_only)
+            y = y["s2c"]
+            cam = main.cam_up()
             keep = y != ignore
-            real += int(valid.sum())
+            real += int(batch.valid.sum())
             labelled += int(keep.sum())
             agree += int((cam.argmax(1) == y)[keep].sum())
             if keep.any():  # the training loss itself (mean over labelled pixels), summed back
-                loss = s2c_loss(cam, y, mode=model.s2c_loss_mode, ignore_index=ignore)
-                loss_sum += float(loss) * int(keep.sum())
+                loss_sum += float(s2c_loss(cam, y, mode=mode, ignore_index=ignore)) * int(
+                    keep.sum()
+                )
     loss = loss_sum / max(labelled, 1)
     return {
         "coverage_pct": 100.0 * labelled / max(real, 1),
         "cam_argmax_agrees_pct": 100.0 * agree / max(labelled, 1),
         "s2c_loss": loss,
-        "weighted_s2c": model.lambda_s2c * loss,
+        "weighted_s2c": model.criterion.weights["s2c"] * loss,
         "logged_loss_c2s": _logged(run_dir, "loss_c2s"),
         "logged_loss_s2c": _logged(run_dir, "loss_s2c"),
     }

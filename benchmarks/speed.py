@@ -1,18 +1,26 @@
 #!/usr/bin/env python
-"""Speed and memory of BMP with MiT-B1: training step, inference, and growth with input size.
+"""Speed and memory of BMP: the training step split into its parts, inference, and growth.
 
-Everything is measured in one run, and every optimised number is put next to a straightforward
-version of the same computation (``naive_reference.py``: per-image loops, one forward pass per
-flip and scale, PAR over a stacked ``(C, 48, H, W)`` tensor) timed in the same process, so the
-gain is a ratio that machine noise mostly cancels out of. Before timing, the two versions'
-pseudo labels are compared pixel by pixel.
+The training-step split comes from the ``torch.profiler.record_function`` ranges the model emits
+(``bmp.forward``, ``bmp.pseudo_labels`` with one ``bmp.multiscale.scale_<s>`` per pseudo-label
+scale, ``bmp.pseudo_labels.{par,bsp,aff}``, ``bmp.losses``) plus two ranges of this script around
+the whole step and around backward + optimizer step, so the numbers are the model's own
+boundaries, not clocks placed from outside. The profiler itself costs a few per cent of a step
+on CPU (MiT-B1, crop 160, 2 cores: 0.69 s plain, 0.71-0.75 s profiled).
 
-    python benchmarks/speed.py                       # CPU (about 10 minutes on 2 cores)
+Every optimised number is put next to a straightforward version of the same computation
+(``naive_reference.py``: per-image loops, one forward pass per flip and scale, PAR over a stacked
+``(C, 48, H, W)`` tensor) timed in the same process, so the gain is a ratio that machine noise
+mostly cancels out of. Before timing, the two versions' pseudo labels are compared pixel by pixel.
+
+    python benchmarks/speed.py                       # CPU, MiT-B1 (about 10 minutes on 2 cores)
     python benchmarks/speed.py --device cuda --amp   # GPU with float16 autocast
-    python benchmarks/speed.py --quick               # fewer sizes and iterations
+    python benchmarks/speed.py --quick               # one crop, two sides, one timed repeat
+    python benchmarks/speed.py --config configs/synthetic/bmp_mit_tiny.yaml --crops 64 \
+        --sides 64 --quick --out /tmp/speed          # a smoke test in seconds
 
-Writes ``benchmarks/results/speed_<device>.{md,json,png}``. Each configuration runs in a fresh
-process, so peak memory (``ru_maxrss``; CUDA: ``max_memory_allocated``) is its own.
+Writes ``<out>/speed_<device>.{md,json,png}``. Each configuration runs in a fresh process, so peak
+memory (``ru_maxrss``; CUDA: ``max_memory_allocated``) is its own.
 """
 
 from __future__ import annotations
@@ -24,37 +32,64 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from statistics import median
-from typing import Any, Callable, Dict, List
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "results"
+DEFAULT_CONFIG = "configs/Base-BMP.yaml"
 PAST_WARMUPS = 1_000_000  # storage iteration past every warm-up: all losses and BSP on
 TRAIN_CROPS = (320, 512)
 SIDES = (256, 320, 448, 512, 640)
 INFER_SIDE = 512
+STEP, BACKWARD = "speed.step", "speed.backward_and_step"
+PARTS = ("bmp.forward", "bmp.pseudo_labels", "bmp.losses", BACKWARD, STEP)
+PSEUDO_PARTS = ("bmp.pseudo_labels.par", "bmp.pseudo_labels.bsp", "bmp.pseudo_labels.aff")
+
+
+def scale_range(scale: float) -> str:
+    """The model's profiler range of one pseudo-label scale."""
+    return f"bmp.multiscale.scale_{scale:g}"
 
 
 # ----------------------------------------------------------------------------- worker process
 
 
-def _build(device: str):
+def _build(spec: dict[str, Any], training: bool):
+    """The config, the model in train or eval mode, and whether float16 autocast applies."""
     import torch
-    from detectron2.config import get_cfg
     from detectron2.modeling import build_model
 
-    import bmp  # noqa: F401
-    from bmp.config import add_bmp_config
+    from bmp.engine import load_config
 
-    cfg = get_cfg()
-    add_bmp_config(cfg)
-    cfg.merge_from_file(str(REPO / "configs" / "Base-BMP.yaml"))
-    cfg.MODEL.DEVICE = device
-    cfg.MODEL.SEM_SEG_HEAD.NORM = "BN"
+    opts = ["MODEL.DEVICE", spec["device"], "MODEL.SEM_SEG_HEAD.NORM", "BN"]
+    opts += ["TEST.BMP.EXTRA_OUTPUTS", "False"]  # plain predictions: no CAMs and seeds
+    cfg = load_config(str(REPO / spec["config"]), opts)
     torch.manual_seed(0)
-    return cfg, build_model(cfg)
+    model = build_model(cfg).train(training)
+    return cfg, model, spec["amp"] and model.device.type == "cuda"
+
+
+def _inputs(batch: int, crop: int, num_classes: int, generator) -> list[dict]:
+    """Smooth random images (blobs, not pixel noise), a padded strip and two classes each."""
+    import torch
+    import torch.nn.functional as F
+
+    inputs = []
+    for i in range(batch):
+        low = torch.rand(1, 3, max(1, crop // 16), max(1, crop // 16), generator=generator) * 255
+        image = F.interpolate(low, size=(crop, crop), mode="bilinear", align_corners=False)[0]
+        valid = torch.ones(crop, crop, dtype=torch.bool)
+        valid[:, crop - crop // 8 :] = False
+        label = torch.zeros(num_classes)
+        label[[i % num_classes, (i + 5) % num_classes]] = 1.0
+        inputs.append(
+            {"image": image.round().to(torch.uint8), "cls_label": label, "valid_mask": valid}
+        )
+    return inputs
 
 
 def _sync(device) -> None:
@@ -64,20 +99,7 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn: Callable[[], Any], device, repeats: int, warmup: int = 1) -> List[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return times
-
-
-def _interleaved(fns: Dict[str, Callable[[], Any]], device, repeats: int) -> Dict[str, float]:
+def _interleaved(fns: dict[str, Callable[[], Any]], device, repeats: int) -> dict[str, float]:
     """Time several versions of a computation alternately (A B A B ...), after one warm-up each.
 
     Alternating spreads any background load over all versions alike; the fastest repeat of each
@@ -85,14 +107,18 @@ def _interleaved(fns: Dict[str, Callable[[], Any]], device, repeats: int) -> Dic
     """
     for fn in fns.values():
         fn()
-    times: Dict[str, List[float]] = {k: [] for k in fns}
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for key, fn in fns.items():
-            times[key] += _timed(fn, device, 1, warmup=0)
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[key].append(time.perf_counter() - t0)
     return {k: min(v) for k, v in times.items()}
 
 
-def _peak_memory(device) -> Dict[str, float]:
+def _peak_memory(device) -> dict[str, float]:
     import torch
 
     out = {"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
@@ -101,128 +127,147 @@ def _peak_memory(device) -> Dict[str, float]:
     return out
 
 
-def worker_train(spec: Dict[str, Any]) -> Dict[str, Any]:
-    """One training configuration: batched step split into parts, plus the naive pseudo labels."""
+def _range_seconds(prof, names: set[str], device) -> tuple[dict[str, list[float]], str]:
+    """Durations of the named profiler ranges, in order of occurrence, and the clock used.
+
+    On CUDA the ranges' GPU annotations are used when the profiler recorded them (the CPU side
+    of a range only measures kernel launches); otherwise the CPU ranges.
+    """
+    from torch.autograd import DeviceType
+
+    events = [e for e in prof.events() if e.name in names]
+    clock = "CPU ranges"
+    if device.type == "cuda":
+        gpu = [e for e in events if e.device_type == DeviceType.CUDA]
+        if {e.name for e in gpu} >= names - {STEP, BACKWARD}:
+            events = gpu + [e for e in events if e.name in (STEP, BACKWARD)]
+            clock = "GPU annotations"
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for e in sorted(events, key=lambda e: e.time_range.start):
+        out[e.name].append(e.time_range.elapsed_us() / 1e6)
+    return out, clock
+
+
+def _profiled_steps(model, batches: list[list[dict]], amp: bool):
+    """Run training steps (the first one unprofiled, as a warm-up) under torch.profiler."""
     import torch
     from detectron2.utils.events import EventStorage
+    from torch.profiler import ProfilerActivity, profile, record_function
 
-    sys.path.insert(0, str(HERE))
-    from naive_reference import compare_labels, naive_pseudo_labels
-    from train_step import _inputs
-
-    cfg, model = _build(spec["device"])
-    model.train()
-    model.profile = True
     device = model.device
-    amp = spec["amp"] and device.type == "cuda"
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=6e-5)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    gen = torch.Generator().manual_seed(0)
-    crop, iters = spec["crop"], spec["iters"]
-    batches = [
-        _inputs(spec["batch"], crop, cfg.MODEL.BMP.NUM_CLASSES, gen) for _ in range(iters + 1)
-    ]
-    parts: Dict[str, List[float]] = {"forward": [], "pseudo_labels": [], "loss_backward": []}
-    totals: List[float] = []
-    with EventStorage(start_iter=PAST_WARMUPS) as storage:
-        for i, inputs in enumerate(batches):
-            storage.iter = PAST_WARMUPS + i
-            _sync(device)
-            t0 = time.perf_counter()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+
+    def step(inputs: list[dict]) -> None:
+        with record_function(STEP):
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 losses = model(inputs)
-            loss = sum(losses.values())
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            _sync(device)
-            total = time.perf_counter() - t0
-            if i == 0:
-                continue  # warm-up (allocator, kernels)
-            latest = storage.latest()
-            fwd, pl = latest["bmp/time_forward"][0], latest["bmp/time_pseudo_labels"][0]
-            parts["forward"].append(fwd)
-            parts["pseudo_labels"].append(pl)
-            parts["loss_backward"].append(total - fwd - pl)
-            totals.append(total)
-    result: Dict[str, Any] = {k: median(v) for k, v in parts.items()}
-    result["total"] = median(totals)
-    result.update(_peak_memory(device))
+            with record_function(BACKWARD):
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(sum(losses.values())).backward()
+                scaler.step(opt)
+                scaler.update()
+                _sync(device)
+        if not all(torch.isfinite(v) for v in losses.values()):
+            raise RuntimeError(f"non-finite loss: { {k: float(v) for k, v in losses.items()} }")
+
+    with EventStorage(start_iter=PAST_WARMUPS) as storage:
+        step(batches[0])  # allocator, kernels, caches
+        with profile(activities=activities) as prof:
+            for i, inputs in enumerate(batches[1:], start=1):
+                storage.iter = PAST_WARMUPS + i
+                step(inputs)
+    return prof
+
+
+def worker_train(spec: dict[str, Any]) -> dict[str, Any]:
+    """One training configuration: the profiled split, plus the naive pseudo labels."""
+    import torch
+
+    cfg, model, amp = _build(spec, training=True)
+    device = model.device
+    gen = torch.Generator().manual_seed(0)
+    k = cfg.MODEL.BMP.NUM_CLASSES
+    batches = [_inputs(spec["batch"], spec["crop"], k, gen) for _ in range(spec["iters"] + 1)]
+    prof = _profiled_steps(model, batches, amp)
+    scales = [scale_range(s) for s in model.pseudo_labeller.scales]
+    names = set(PARTS + PSEUDO_PARTS) | set(scales)
+    times, clock = _range_seconds(prof, names, device)
+    result: dict[str, Any] = {name: median(v) if v else 0.0 for name, v in times.items()}
+    result.update(scales=scales, clock=clock, max_iter=cfg.SOLVER.MAX_ITER, **_peak_memory(device))
     if spec.get("naive"):
-        # Same batch, same weights, eval mode for both (no dropout), so labels must agree.
-        model.eval()
-        inputs = [{k: v.to(device) for k, v in d.items()} for d in batches[0]]
-        x = torch.stack([d["image"].float() for d in inputs])
-        valid = torch.stack([d["valid_mask"] for d in inputs])
-        cls = torch.stack([d["cls_label"] for d in inputs]).float()
-
-        def batched(bsp: bool, aff: bool = False) -> torch.Tensor:
-            """From scratch, like the naive version: main pass included, nothing reused."""
-            xn = model._normalize(x)
-            main = model._forward_branches(xn, with_attention=aff)
-            active = {"c2s": True, "s2c": False, "aff": aff, "bsp": bsp}
-            seg_up = torch.nn.functional.interpolate(main.seg_logits, size=xn.shape[-2:])
-            with torch.no_grad():
-                return model._pseudo_labels(xn, x, valid, cls, main, seg_up, active)["c2s"]
-
+        model.eval()  # same batch and weights for both versions; no dropout, so labels must agree
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            naive = naive_pseudo_labels(model, inputs)
-            result["labels_agree_par"] = compare_labels(batched(False), naive["par"])
-            result["labels_agree_bsp"] = compare_labels(batched(True), naive["bsp"])
-            # The batched pseudo labels in eval mode, for a like-for-like ratio: one call makes
-            # the PAR labels (here for the affinity targets) and the BSP labels, as in training.
-            t = _interleaved(
-                {
-                    "pseudo_labels_eval": lambda: batched(True, aff=True),
-                    "pseudo_labels_naive": lambda: naive_pseudo_labels(model, inputs),
-                },
-                device,
-                max(2, iters),
-            )
-        result.update(t)
+            result.update(_versus_naive(model, batches[0], max(2, spec["iters"])))
     return result
 
 
-def worker_infer(spec: Dict[str, Any]) -> Dict[str, Any]:
+def _versus_naive(model, inputs: list[dict], repeats: int) -> dict[str, float]:
+    """Labels of the batched and the naive pseudo-labeller compared, then both timed."""
+    from naive_reference import compare_labels, naive_pseudo_labels
+
+    from bmp.modeling.schedule import Phase
+
+    inputs = [{k: v.to(model.device) for k, v in d.items()} for d in inputs]
+
+    def batched(phase: Phase) -> dict:
+        """From scratch, like the naive version: main pass included, nothing reused."""
+        batch = model.preprocess(inputs, require_labels=True)
+        main = model.forward_branches(batch.x, with_attention=phase.aff)
+        return model.pseudo_labeller.training_targets(model.extra_pass, batch, main, phase)
+
+    naive = naive_pseudo_labels(model, inputs)
+    par = batched(Phase(c2s=True, s2c=False, aff=False, bsp=False))["c2s"]
+    bsp = batched(Phase(c2s=True, s2c=False, aff=False, bsp=True))["c2s"]
+    out = {
+        "labels_agree_par": compare_labels(par, naive["par"]),
+        "labels_agree_bsp": compare_labels(bsp, naive["bsp"]),
+    }
+    # Like for like: one call makes the PAR labels (for the affinity targets), the BSP labels
+    # and the affinity targets, as a training step past the warm-ups does.
+    full = model.criterion.phase(PAST_WARMUPS)
+    fns = {
+        "pseudo_labels_eval": lambda: batched(full),
+        "pseudo_labels_naive": lambda: naive_pseudo_labels(model, inputs),
+    }
+    out.update(_interleaved(fns, model.device, repeats))
+    return out
+
+
+def worker_infer(spec: dict[str, Any]) -> dict[str, Any]:
     """Inference images/s at one side: single scale, batched MS + flip, naive MS + flip."""
     import torch
-
-    sys.path.insert(0, str(HERE))
     from naive_reference import naive_tta_logits
 
-    cfg, model = _build(spec["device"])
-    model.eval()
+    from bmp.modeling import BMPWithTTA
+
+    cfg, model, amp = _build(spec, training=False)
     device = model.device
-    amp = spec["amp"] and device.type == "cuda"
     side, n = spec["side"], spec["images"]
     gen = torch.Generator().manual_seed(0)
     images = [
         torch.randint(0, 256, (3, side, side), generator=gen, dtype=torch.uint8).to(device)
         for _ in range(n)
     ]
-    scales, flip = [1.0, 0.5, 0.75], True
+    scales = [1.0, 0.5, 0.75]
+    tta = BMPWithTTA(cfg, model, scales=scales)  # TEST.AUG.FLIP (on by default)
 
-    def run(tta: bool) -> None:
-        model.test_aug, model.test_scales, model.test_flip = tta, scales, flip
+    def run(net) -> None:
         for img in images:  # one image per call, as the evaluator feeds them
-            model([{"image": img}])
+            net([{"image": img}])
 
     def naive() -> None:
         for img in images:
-            naive_tta_logits(model, img, scales, flip)
+            naive_tta_logits(model, img, scales, tta.flip)
 
-    result: Dict[str, Any] = {}
+    result: dict[str, Any] = {}
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-        model.test_aug = True
-        a = model([{"image": images[0]}])[0]["sem_seg"].float()
-        b = naive_tta_logits(model, images[0], scales, flip).float()
+        a = tta([{"image": images[0]}])[0]["sem_seg"].float()
+        b = naive_tta_logits(model, images[0], scales, tta.flip).float()
         result["tta_max_abs_diff"] = float((a - b).abs().max())
-        t = _interleaved(
-            {"single": lambda: run(False), "msflip": lambda: run(True), "msflip_naive": naive},
-            device,
-            max(2, spec["iters"]),
-        )
+        fns = {"single": lambda: run(model), "msflip": lambda: run(tta), "msflip_naive": naive}
+        t = _interleaved(fns, device, max(2, spec["iters"]))
         result.update({f"{k}_img_s": n / v for k, v in t.items()})
     result.update(_peak_memory(device))
     return result
@@ -231,7 +276,7 @@ def worker_infer(spec: Dict[str, Any]) -> Dict[str, Any]:
 # ----------------------------------------------------------------------------- driver
 
 
-def _spawn(kind: str, spec: Dict[str, Any], threads: int) -> Dict[str, Any]:
+def _spawn(kind: str, spec: dict[str, Any], threads: int) -> dict[str, Any]:
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
@@ -242,125 +287,159 @@ def _spawn(kind: str, spec: Dict[str, Any], threads: int) -> Dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _fmt_mem(r: Dict[str, Any]) -> str:
+def _fmt_mem(r: dict[str, Any]) -> str:
     s = f"{r['peak_rss_gib']:.2f}"
     return s + (f" / {r['cuda_peak_gib']:.2f}" if "cuda_peak_gib" in r else "")
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--amp", action="store_true", help="float16 autocast (CUDA only)")
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--iters", type=int, default=3, help="timed repeats (median reported)")
-    p.add_argument("--threads", type=int, default=0, help="OMP threads per worker (0: torch's)")
-    p.add_argument("--quick", action="store_true", help="2 sizes, 1 timed repeat")
-    p.add_argument("--out", default=str(RESULTS))
-    p.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
-    args = p.parse_args()
-    if args.worker:
-        kind, spec = args.worker[0], json.loads(args.worker[1])
-        fn = worker_train if kind == "train" else worker_infer
-        print(json.dumps(fn(spec)))
-        return
-    import torch
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda: no CUDA device is available")
-    iters = 1 if args.quick else args.iters
-    sides = (256, 512) if args.quick else SIDES
-    base = {"device": args.device, "amp": args.amp, "batch": args.batch, "iters": iters}
-    tag = args.device + ("_amp" if args.amp and args.device == "cuda" else "")
-    device_name = torch.cuda.get_device_name() if args.device == "cuda" else _cpu_name()
-    started = time.perf_counter()
-    report: Dict[str, Any] = {"device": device_name, "tag": tag, "batch": args.batch}
 
-    print(f"BMP speed, MiT-B1, {device_name}{' + AMP' if 'amp' in tag else ''}", flush=True)
-    print(f"\n## Training step (batch {args.batch}, all losses + BSP on), seconds", flush=True)
-    head = "| crop | forward | pseudo labels | loss + backward | total "
-    head += "| pseudo labels, batched vs naive (eval) | speed-up | labels agree (PAR / BSP) "
-    head += "| peak mem GiB |"
-    lines = [head, "|" + "---|" * 9]
-    print("\n".join(lines), flush=True)
-    report["train"] = {}
-    for crop in TRAIN_CROPS:
+def _split_row(crop: int, r: dict[str, Any]) -> list[str]:
+    """One row of the training-step split: the model's ranges, in seconds per iteration."""
+    pseudo = r["bmp.pseudo_labels"]
+    accounted = sum(r[s] for s in r["scales"]) + sum(r[p] for p in PSEUDO_PARTS)
+    cells = [str(crop), f"{r['bmp.forward']:.3f}", f"{pseudo:.3f}"]
+    cells += [f"{r[s]:.3f}" for s in r["scales"]]
+    cells += [f"{r[p]:.3f}" for p in PSEUDO_PARTS] + [f"{pseudo - accounted:.3f}"]
+    cells += [f"{r['bmp.losses'] + r[BACKWARD]:.3f}", f"{r[STEP]:.3f}"]
+    cells += [f"{r[STEP] * r['max_iter'] / 3600:.1f}", _fmt_mem(r)]
+    return cells
+
+
+def _train_section(args: argparse.Namespace, base: dict[str, Any], report: dict) -> list[str]:
+    """Training step per crop: the profiled split, and batched vs naive pseudo labels."""
+    split, versus = [], []
+    for crop in args.crops:
         r = _spawn("train", dict(base, crop=crop, naive=True), args.threads)
         report["train"][crop] = r
-        speedup = r["pseudo_labels_naive"] / r["pseudo_labels_eval"]
-        row = (
-            f"| {crop} | {r['forward']:.2f} | {r['pseudo_labels']:.2f} | {r['loss_backward']:.2f} "
-            f"| {r['total']:.2f} | {r['pseudo_labels_eval']:.2f} vs {r['pseudo_labels_naive']:.2f} "
-            f"| {speedup:.2f}x "
-            f"| {100 * r['labels_agree_par']:.2f}% / {100 * r['labels_agree_bsp']:.2f}% "
-            f"| {_fmt_mem(r)} |"
+        split.append(_split_row(crop, r))
+        versus.append(
+            [
+                str(crop),
+                f"{r['pseudo_labels_eval']:.2f} vs {r['pseudo_labels_naive']:.2f}",
+                f"{r['pseudo_labels_naive'] / r['pseudo_labels_eval']:.2f}x",
+                f"{100 * r['labels_agree_par']:.2f}% / {100 * r['labels_agree_bsp']:.2f}%",
+            ]
         )
-        lines.append(row)
-        print(row, flush=True)
-
-    print(f"\n## Inference at {INFER_SIDE}x{INFER_SIDE}, images/s (one image per call)", flush=True)
-    inf_lines = [
-        "| single scale | MS + flip (batched) | MS + flip (naive) | MS + flip speed-up "
-        "| max abs logit diff | peak mem GiB |",
-        "|" + "---|" * 6,
-    ]
-    r = _spawn("infer", dict(base, side=INFER_SIDE, images=4), args.threads)
-    report["infer"] = r
-    inf_lines.append(
-        f"| {r['single_img_s']:.2f} | {r['msflip_img_s']:.2f} | {r['msflip_naive_img_s']:.2f} "
-        f"| {r['msflip_img_s'] / r['msflip_naive_img_s']:.2f}x | {r['tta_max_abs_diff']:.1e} "
-        f"| {_fmt_mem(r)} |"
+        print(f"  crop {crop}: {r[STEP]:.2f} s/it ({r['clock']})", flush=True)
+    first = report["train"][args.crops[0]]
+    scales = [s.rsplit("_", 1)[1] for s in first["scales"]]
+    header = ["crop", "forward", "pseudo labels"] + [f"scale {s}" for s in scales]
+    header += ["PAR", "BSP", "affinity targets", "rest of pseudo labels", "losses + backward"]
+    header += ["total s/it", f"{first['max_iter']} iterations (h)", "peak mem GiB"]
+    lines = _table(header, split) + [""]
+    lines += _table(
+        [
+            "crop",
+            "pseudo labels, batched vs naive (eval, s)",
+            "speed-up",
+            "labels agree (PAR / BSP)",
+        ],
+        versus,
     )
-    print("\n".join(inf_lines), flush=True)
+    return lines
 
-    print(f"\n## Growth with input side (batch {args.batch})", flush=True)
-    sc_lines = [
-        "| side | pixels | train step s | pseudo labels s | inference img/s | peak mem GiB |",
-        "|" + "---|" * 6,
-    ]
-    print("\n".join(sc_lines), flush=True)
-    report["scaling"] = {}
-    for side in sides:
+
+def _infer_section(args: argparse.Namespace, base: dict[str, Any], report: dict) -> list[str]:
+    r = _spawn("infer", dict(base, side=args.infer_side, images=4), args.threads)
+    report["infer"] = r
+    header = ["single scale", "MS + flip (batched)", "MS + flip (naive)", "MS + flip speed-up"]
+    header += ["max abs logit diff", "peak mem GiB"]
+    row = [f"{r['single_img_s']:.2f}", f"{r['msflip_img_s']:.2f}", f"{r['msflip_naive_img_s']:.2f}"]
+    row += [f"{r['msflip_img_s'] / r['msflip_naive_img_s']:.2f}x", f"{r['tta_max_abs_diff']:.1e}"]
+    return _table(header, [row + [_fmt_mem(r)]])
+
+
+def _scaling_section(args: argparse.Namespace, base: dict[str, Any], report: dict) -> list[str]:
+    rows = []
+    for side in args.sides:
         tr = report["train"].get(side) or _spawn("train", dict(base, crop=side), args.threads)
         inf = _spawn("infer", dict(base, side=side, images=2), args.threads)
         report["scaling"][side] = {"train": tr, "infer": inf}
-        row = (
-            f"| {side} | {side * side} | {tr['total']:.2f} | {tr['pseudo_labels']:.2f} "
-            f"| {inf['single_img_s']:.2f} | {_fmt_mem(tr)} |"
+        rows.append(
+            [str(side), str(side * side), f"{tr[STEP]:.2f}", f"{tr['bmp.pseudo_labels']:.2f}"]
+            + [f"{inf['single_img_s']:.2f}", _fmt_mem(tr)]
         )
-        sc_lines.append(row)
-        print(row, flush=True)
+    header = ["side", "pixels", "train step s", "pseudo labels s", "inference img/s"]
+    return _table(header + ["peak mem GiB"], rows)
 
+
+def _parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="relative to the repository")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--amp", action="store_true", help="float16 autocast (CUDA only)")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--iters", type=int, default=3, help="profiled steps (median reported)")
+    p.add_argument("--crops", type=int, nargs="+", default=None, help="training crops")
+    p.add_argument("--sides", type=int, nargs="+", default=None, help="sides for the growth table")
+    p.add_argument("--infer-side", type=int, default=INFER_SIDE)
+    p.add_argument("--threads", type=int, default=0, help="OMP threads per worker (0: torch's)")
+    p.add_argument("--quick", action="store_true", help="one crop, two sides, 1 profiled step")
+    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.iters < 1:
+        p.error("--iters must be >= 1")
+    if args.device == "cuda" and not args.worker:
+        import torch
+
+        if not torch.cuda.is_available():
+            p.error("--device cuda: no CUDA device is available")
+    args.iters = 1 if args.quick else args.iters
+    args.crops = args.crops or ([TRAIN_CROPS[0]] if args.quick else list(TRAIN_CROPS))
+    args.sides = args.sides or ([256, 512] if args.quick else list(SIDES))
+    return args
+
+
+def main() -> None:
+    args = _parse_args()
+    if args.worker:
+        kind, spec = args.worker[0], json.loads(args.worker[1])
+        print(json.dumps((worker_train if kind == "train" else worker_infer)(spec)))
+        return
+    import torch
+
+    amp = args.amp and args.device == "cuda"
+    tag = args.device + ("_amp" if amp else "")
+    base = {"device": args.device, "amp": amp, "batch": args.batch, "iters": args.iters}
+    base["config"] = args.config
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else _cpu_name()
+    title = f"BMP speed: {args.config} on {device_name}{' + AMP' if amp else ''}"
+    report: dict[str, Any] = {"device": device_name, "tag": tag, "batch": args.batch}
+    report.update(config=args.config, train={}, scaling={})
+    started = time.perf_counter()
+    print(title, flush=True)
+    train = _train_section(args, base, report)
+    infer = _infer_section(args, base, report)
+    scaling = _scaling_section(args, base, report)
     minutes = (time.perf_counter() - started) / 60
-    os.makedirs(args.out, exist_ok=True)
-    md = [
-        f"# BMP speed: MiT-B1 on {device_name}{' + AMP' if 'amp' in tag else ''}",
-        "",
-        f"`python benchmarks/speed.py{' --device cuda --amp' if 'amp' in tag else ''}` "
-        f"({minutes:.1f} min, torch threads {torch.get_num_threads()}). Training parts: medians of "
-        f"{iters} steps after one warm-up. Batched vs naive (per-image loops, one forward per "
-        "flip and scale, stacked-neighbour PAR; benchmarks/naive_reference.py): same process, "
-        "same weights and inputs, eval mode, timed alternately, fastest repeat of each.",
-        "",
-        f"## Training step (batch {args.batch}), seconds",
-        "",
-        *lines,
-        "",
-        f"## Inference at {INFER_SIDE}x{INFER_SIDE}, images/s",
-        "",
-        *inf_lines,
-        "",
-        "## Growth with input side",
-        "",
-        *sc_lines,
-        "",
-    ]
-    (Path(args.out) / f"speed_{tag}.md").write_text("\n".join(md))
-    (Path(args.out) / f"speed_{tag}.json").write_text(json.dumps(report, indent=2))
-    _plot(report, Path(args.out) / f"speed_{tag}.png")
-    print(f"\nwrote {args.out}/speed_{tag}.{{md,json,png}} in {minutes:.1f} min")
+    command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
+    report.update(command=command.strip(), minutes=minutes)
+    intro = (
+        f"`{command.strip()}` ({minutes:.1f} min, torch threads {torch.get_num_threads()}). "
+        f"Training step, batch {args.batch}, every loss and BSP on: medians of {args.iters} "
+        "profiled steps after one warm-up, split by the model's `record_function` ranges "
+        f"({report['train'][args.crops[0]]['clock']}); the iteration count is the config's "
+        "SOLVER.MAX_ITER, training steps only. Batched vs naive (per-image loops, one forward per "
+        "flip and scale, stacked-neighbour PAR; benchmarks/naive_reference.py): same process, same "
+        "weights and inputs, eval mode, timed alternately, fastest repeat of each."
+    )
+    md = [f"# {title}", "", intro, "", f"## Training step (batch {args.batch}), seconds", ""]
+    md += train + ["", f"## Inference at {args.infer_side}x{args.infer_side}, images/s", ""]
+    md += infer + ["", "## Growth with input side", ""] + scaling + [""]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"speed_{tag}.md").write_text("\n".join(md))
+    (out / f"speed_{tag}.json").write_text(json.dumps(report, indent=2))
+    _plot(report, out / f"speed_{tag}.png")
+    print("\n".join(md[4:]) + f"\nwrote {out}/speed_{tag}.{{md,json,png}} in {minutes:.1f} min")
 
 
-def _plot(report: Dict[str, Any], path: Path) -> None:
+def _plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -369,7 +448,7 @@ def _plot(report: Dict[str, Any], path: Path) -> None:
     sides = sorted(report["scaling"], key=int)
     px = [int(s) ** 2 / 1e3 for s in sides]
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-    for key, label in (("total", "train step"), ("pseudo_labels", "of which pseudo labels")):
+    for key, label in ((STEP, "train step"), ("bmp.pseudo_labels", "of which pseudo labels")):
         ax[0].plot(px, [report["scaling"][s]["train"][key] for s in sides], "o-", label=label)
     ax[0].set(xlabel="pixels per image (thousands)", ylabel="seconds / iteration")
     ax[0].set_title(f"training, batch {report['batch']}")
@@ -381,7 +460,7 @@ def _plot(report: Dict[str, Any], path: Path) -> None:
         a.grid(alpha=0.3)
         for s, x in zip(sides, px):
             a.annotate(str(s), (x, a.get_ylim()[0]), fontsize=7, ha="center", va="bottom")
-    fig.suptitle(f"BMP MiT-B1 on {report['device']}")
+    fig.suptitle(f"BMP {report['config']} on {report['device']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -116,7 +116,7 @@ def build_split(
     """Convert one split; returns counts of kept and skipped images."""
     from tqdm import tqdm
 
-    from bmp.data.datasets.common import write_image_labels, write_image_sizes
+    from bmp.data.label_files import write_image_labels, write_image_sizes
 
     data = _load_json(os.path.join(coco, "annotations", f"instances_{split}.json"))
     for key in ("images", "annotations", "categories"):

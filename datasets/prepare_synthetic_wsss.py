@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Generate the embedded synthetic WSSS dataset (also done automatically on first use).
+"""Generate the embedded synthetic WSSS dataset (`make demo` runs this too).
 
     python datasets/prepare_synthetic_wsss.py                      # default: 1200 train + 200 val
     python datasets/prepare_synthetic_wsss.py --num-train 300 --force
@@ -16,8 +16,8 @@ import time
 
 
 def main(argv=None) -> int:
-    from bmp.data import synthetic_wsss as gen
-    from bmp.data.datasets.common import dataset_root
+    from bmp.data import synthetic as gen
+    from bmp.data.datasets import dataset_root
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--root", default=None, help="datasets root (default $DETECTRON2_DATASETS)")

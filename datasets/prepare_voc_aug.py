@@ -55,21 +55,31 @@ def check_inputs(voc: str, sbd: str) -> None:
 
 
 def read_sbd_mask(path: str) -> np.ndarray:
-    """``GTcls.Segmentation`` of an SBD class-annotation .mat file, as uint8 ids."""
-    from bmp.data.mat5 import load_mat5
+    """``GTcls.Segmentation`` of an SBD class-annotation .mat file, as uint8 ids.
 
-    data = load_mat5(path)
-    gt = data.get("GTcls")
-    if not isinstance(gt, dict) or "Segmentation" not in gt:
+    Reading MATLAB files needs SciPy, the optional ``voc`` extra (``pip install -e '.[voc]'``).
+    """
+    try:
+        from scipy.io import loadmat
+    except ImportError:
+        raise SystemExit(
+            "error: reading SBD's .mat annotations needs SciPy: run `pip install -e '.[voc]'`"
+        ) from None
+    try:
+        data = loadmat(path, squeeze_me=True, struct_as_record=False)
+    except (ValueError, NotImplementedError, OSError, TypeError) as e:
+        raise ValueError(f"SBD file '{path}' is not a readable MAT-file: {e}") from e
+    seg = getattr(data.get("GTcls"), "Segmentation", None)
+    if seg is None:
         raise ValueError(f"SBD file '{path}' has no GTcls.Segmentation; is it from dataset/cls/?")
-    seg = np.asarray(gt["Segmentation"])
+    seg = np.asarray(seg)
     if seg.ndim != 2:
         raise ValueError(f"SBD file '{path}': Segmentation has shape {seg.shape}, expected 2-D.")
     return seg.astype(np.uint8)
 
 
 def _voc_palette() -> List[int]:
-    from bmp.data.datasets.voc import voc_palette
+    from bmp.data.datasets.register_voc import voc_palette
 
     return [v for col in voc_palette(256) for v in col]
 
@@ -159,7 +169,7 @@ def build(voc: str, sbd: str, overwrite: bool = False, progress: bool = True) ->
         labels[stem] = sorted(int(v) for v in np.unique(mask) if 0 < v <= NUM_CLASSES)
         sizes[stem] = (h, w)
 
-    from bmp.data.datasets.common import write_image_labels, write_image_sizes
+    from bmp.data.label_files import write_image_labels, write_image_sizes
 
     with open(os.path.join(seg_lists, "train_aug.txt"), "w", encoding="utf-8") as f:
         f.write("".join(s + "\n" for s in train_aug))

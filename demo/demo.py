@@ -9,18 +9,13 @@ import argparse
 import glob
 import os
 import sys
-import time
 from typing import List, Optional
 
-import cv2
-from detectron2.data.detection_utils import read_image
 from detectron2.utils.logger import setup_logger
 
 import bmp  # noqa: F401  (registers the model and the datasets' metadata)
-from bmp.engine.defaults import ConfigError, load_config
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from predictor import BMPPredictor, demo_metadata, make_panel  # noqa: E402
+from bmp.engine import ConfigError, load_config
+from bmp.visualization import BMPPredictor, write_panels
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -53,27 +48,15 @@ def run(
     if not os.path.isfile(cfg.MODEL.WEIGHTS) and "://" not in cfg.MODEL.WEIGHTS:
         raise ConfigError(f"MODEL.WEIGHTS file '{cfg.MODEL.WEIGHTS}' does not exist.")
     files = expand_inputs(inputs)
-    predictor = BMPPredictor(cfg)
-    metadata = demo_metadata(cfg)
-    os.makedirs(output, exist_ok=True)
-    written = []
-    logger = setup_logger(name="bmp.demo")
-    for path in files:
-        start = time.perf_counter()
-        image = read_image(path, format="RGB")
-        panel = make_panel(image, predictor(image), metadata)
-        dst = os.path.join(output, os.path.splitext(os.path.basename(path))[0] + ".png")
-        cv2.imwrite(dst, panel[:, :, ::-1])
-        written.append(dst)
-        logger.info(f"{path} -> {dst} ({time.perf_counter() - start:.2f}s)")
-    return written
+    setup_logger(name="bmp")  # one line per written panel
+    return write_panels(BMPPredictor(cfg), files, output)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     try:
         run(args.config_file, args.input, args.output, args.opts)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

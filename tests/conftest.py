@@ -6,10 +6,16 @@ import pytest
 import torch
 
 
-def pytest_configure(config):
-    # Generated datasets in tests go to per-test temp dirs; this default only guards against
-    # writing into a user's real $DETECTRON2_DATASETS by accident.
-    os.environ.setdefault("BMP_TESTING", "1")
+@pytest.fixture(autouse=True, scope="session")
+def _private_datasets_root(tmp_path_factory):
+    """Tests never read or write the user's $DETECTRON2_DATASETS: an empty root by default."""
+    saved = os.environ.get("DETECTRON2_DATASETS")
+    os.environ["DETECTRON2_DATASETS"] = str(tmp_path_factory.mktemp("no_datasets"))
+    yield
+    if saved is None:
+        del os.environ["DETECTRON2_DATASETS"]
+    else:
+        os.environ["DETECTRON2_DATASETS"] = saved
 
 
 @pytest.fixture(autouse=True)

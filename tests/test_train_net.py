@@ -1,5 +1,6 @@
 """train_net.py as users run it: config errors, kill -9 and --resume, --eval-only."""
 
+import glob
 import importlib.util
 import json
 import os
@@ -12,7 +13,7 @@ import time
 import pytest
 import torch
 
-from bmp.data.synthetic_wsss import ensure_synthetic_wsss
+from bmp.data.synthetic import ensure_synthetic_wsss
 from bmp.solver import build_warmup_poly_multiplier
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,7 +35,7 @@ FAST = [
     "MODEL.BMP.PSEUDO.SCALES", "[1.0]",
     "MODEL.BMP.C2S.START_ITER", "6",
     "MODEL.BMP.S2C.START_ITER", "6",
-    "MODEL.BMP.AFF_START_ITER", "6",
+    "MODEL.BMP.AFFINITY.START_ITER", "6",
     "MODEL.BMP.BSP.START_ITER", "8",
     "TEST.EVAL_PERIOD", str(MAX_ITER),
     "DATASETS.TEST", "('synthetic_wsss_val_sem_seg',)",
@@ -54,6 +55,11 @@ def _run_cli(argv, capsys):
         (["MODEL.BMP.LAMBDA_C2Z", "0.5"], "unknown config key 'MODEL.BMP.LAMBDA_C2Z'"),
         (["MODEL.WEIGHTS", "/no/such/model.pth"], "MODEL.WEIGHTS file '/no/such/model.pth'"),
         (["DATASETS.TEST", "('synthetic_val',)"], "dataset 'synthetic_val' in DATASETS.TEST"),
+        (
+            ["MODEL.BMP.NUM_CLASSES", "5"],
+            "MODEL.BMP.NUM_CLASSES is 5, but dataset 'synthetic_wsss_train' in DATASETS.TRAIN "
+            "has 10 foreground classes",
+        ),
     ],
 )
 def test_config_errors_are_one_line(opts, expected, capsys):
@@ -63,7 +69,7 @@ def test_config_errors_are_one_line(opts, expected, capsys):
 
 
 def _env(datasets):
-    env = dict(os.environ, DETECTRON2_DATASETS=str(datasets), BMP_TESTING="1")
+    env = dict(os.environ, DETECTRON2_DATASETS=str(datasets))
     env.setdefault("OMP_NUM_THREADS", "2")
     return env
 
@@ -166,3 +172,26 @@ def test_eval_only_reproduces_the_final_logged_miou(killed_and_resumed):
     assert again["sem_seg"]["pACC"] == pytest.approx(logged["sem_seg/pACC"], abs=1e-9)
     table = (r["out"] / f"eval_synthetic_wsss_val_sem_seg_iter{MAX_ITER:07d}.md").read_text()
     assert re.search(r"\|\s*mIoU\s*\|", table)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_data_error_ends_with_one_line(tmp_path, workers):
+    datasets = tmp_path / "datasets"
+    root = ensure_synthetic_wsss(str(datasets / "synthetic_wsss"), num_train=4, num_val=2)
+    broken = sorted(glob.glob(os.path.join(root, "**", "*.jpg"), recursive=True))
+    for path in broken:  # every image, whichever the sampler draws first
+        with open(path, "wb") as f:
+            f.write(b"not a jpeg")
+    proc = subprocess.run(
+        [sys.executable, TRAIN_NET, "--config-file", TINY, *FAST,
+         "DATALOADER.NUM_WORKERS", str(workers), "OUTPUT_DIR", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, env=_env(datasets),
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    err = proc.stderr.strip().splitlines()
+    assert err[-1].startswith("error: Cannot read image file '"), err[-5:]
+    assert any(path in err[-1] for path in broken)
+    assert sum("error:" in line for line in err) == 1
+    # The trainer logs the traceback once; it is not printed a second time on exit.
+    assert (proc.stdout + proc.stderr).count("ValueError: Cannot read image file") == 1

@@ -49,6 +49,7 @@ from convert_bmp_official import official_to_bmp_d2, strip_module_prefix  # noqa
 
 from bmp.data.image_io import read_image_rgb  # noqa: E402
 from bmp.engine.defaults import load_config  # noqa: E402
+from bmp.modeling import with_test_time_augmentation  # noqa: E402
 
 DEFAULT_COCO_MINI = REPO.parent / "shared" / "data" / "coco_mini"
 DEFAULT_STEMS = ("000000000139", "000000192699")
@@ -191,7 +192,7 @@ def build_ours(theirs: nn.Module, config: str, tta: bool) -> nn.Module:
             f"error: weights do not fit {config}: missing {missing}, unexpected "
             f"{result.unexpected_keys}"
         )
-    return model.eval()
+    return with_test_time_augmentation(cfg, model.eval())
 
 
 # -------------------------------------------------------------------------------- the data
@@ -381,8 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     theirs_model = build_theirs(official, args.checkpoint, args.seed)
     ours_model = build_ours(theirs_model, args.config, tta=False)
     ours_tta = build_ours(theirs_model, args.config, tta=True)
-    scales = list(ours_model.pseudo_scales)
-    sigma_c = ours_model.sigma_c
+    scales = list(ours_model.pseudo_labeller.scales)
+    sigma_c = ours_model.pseudo_labeller.sigma_c
     print(
         f"weights: {args.checkpoint or f'random (seed {args.seed})'}; config {args.config}; "
         f"crop {args.size}; pseudo-label scales {scales}; sigma_c {sigma_c}"

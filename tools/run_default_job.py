@@ -44,6 +44,8 @@ def results_table(results: Mapping[str, Any], background: Optional[float] = None
     val = results.get(VAL, {})
     train = results.get(TRAIN_SEEDS, {})
     rows = [("segmentation (val)", "mIoU", val.get("sem_seg", {}).get("mIoU"))]
+    if "sem_seg_crf" in val:  # TEST.CRF.ENABLED True
+        rows.append(("segmentation + CRF (val)", "mIoU", val["sem_seg_crf"].get("mIoU")))
     if background is not None:
         rows.append(("baseline: all background (val)", "mIoU", background))
     for seed in ("cam", "par", "bsp"):
@@ -59,30 +61,24 @@ def _get(results: Mapping[str, Any], seed: str) -> Optional[float]:
     return results.get(f"seed_{seed}", {}).get("mIoU")
 
 
-def write_panels(cfg: Any, weights: str, out_dir: str, num: int) -> List[str]:
-    """Explanation panels (demo/predictor.py) for the first ``num`` val images."""
-    import cv2
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-    from detectron2.data.detection_utils import read_image
+def draw_panels(cfg: Any, weights: str, out_dir: str, num: int) -> List[str]:
+    """Explanation panels (:mod:`bmp.visualization`) for the first ``num`` val images."""
+    from detectron2.data import DatasetCatalog
 
-    sys.path.insert(0, os.path.join(REPO, "demo"))
-    from predictor import BMPPredictor, make_panel
+    from bmp.visualization import BMPPredictor, write_panels
 
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.WEIGHTS = weights
-    cfg.TEST.BMP.SEED_USE_GT_LABELS = False  # panels show what the model finds on its own
-    predictor = BMPPredictor(cfg)
-    metadata = MetadataCatalog.get(VAL)
-    os.makedirs(out_dir, exist_ok=True)
-    written = []
-    for d in DatasetCatalog.get(VAL)[:num]:
-        image = read_image(d["file_name"], format="RGB")
-        panel = make_panel(image, predictor(image), metadata)
-        dst = os.path.join(out_dir, os.path.splitext(os.path.basename(d["file_name"]))[0] + ".png")
-        cv2.imwrite(dst, panel[:, :, ::-1])
-        written.append(dst)
-    return written
+    files = [d["file_name"] for d in DatasetCatalog.get(VAL)[:num]]
+    return write_panels(BMPPredictor(cfg), files, out_dir)
+
+
+def _stage(step: int, text: str, start: float) -> None:
+    """``[demo] 2/4 <text> (elapsed 0:01:05)``: where the job is, and for how long it has run."""
+    elapsed = int(time.perf_counter() - start)
+    clock = f"{elapsed // 3600}:{elapsed % 3600 // 60:02d}:{elapsed % 60:02d}"
+    print(f"[demo] {step}/4 {text} (elapsed {clock})", flush=True)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -91,7 +87,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from detectron2.utils.logger import setup_logger
 
     import bmp  # noqa: F401  (registers the model and the datasets)
-    from bmp.data.datasets.synthetic import ensure_default_synthetic
+    from bmp.data.datasets.register_synthetic import ensure_default_synthetic
     from bmp.engine import BMPTrainer, ConfigError, check_config, load_config
     from bmp.evaluation import all_background_miou
 
@@ -100,8 +96,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.makedirs(args.output_dir, exist_ok=True)
     setup_logger(args.output_dir, name="detectron2")
     setup_logger(args.output_dir, name="bmp")
-    print("[demo] 1/4 embedded synthetic dataset (generated once, then cached)", flush=True)
-    ensure_default_synthetic()
+    _stage(1, "embedded synthetic dataset (generated once, then cached)", start)
+    ensure_default_synthetic(progress=True)
     try:
         cfg = load_config(args.config_file, ["OUTPUT_DIR", args.output_dir] + list(args.opts))
         check_config(cfg)
@@ -117,19 +113,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         )
         return 2
 
-    print(
-        f"[demo] 2/4 training BMP ({cfg.MODEL.MIT.NAME}, {cfg.SOLVER.MAX_ITER} iterations, "
-        f"batch {cfg.SOLVER.IMS_PER_BATCH}) -> {args.output_dir}",
-        flush=True,
+    _stage(
+        2,
+        f"training BMP ({cfg.MODEL.MIT.NAME}, {cfg.SOLVER.MAX_ITER} iterations, batch "
+        f"{cfg.SOLVER.IMS_PER_BATCH}) -> {args.output_dir}; 'progress' lines give a phase-aware "
+        "ETA",
+        start,
     )
     trainer = BMPTrainer(cfg)
     trainer.resume_or_load(resume=True)
-    print("[demo] 3/4 evaluation runs at the end of training (val mIoU, train seeds)", flush=True)
+    _stage(3, "evaluation runs at the end of training (val mIoU, train seeds)", start)
     results = trainer.train() or {}
     final = os.path.join(args.output_dir, "model_final.pth")
 
-    print(f"[demo] 4/4 explanation panels for {args.num_panels} val images", flush=True)
-    panels = write_panels(cfg, final, os.path.join(args.output_dir, "panels"), args.num_panels)
+    _stage(4, f"explanation panels for {args.num_panels} val images", start)
+    panels = draw_panels(cfg, final, os.path.join(args.output_dir, "panels"), args.num_panels)
 
     table = results_table(results, all_background_miou(VAL))
     with open(os.path.join(args.output_dir, "results.md"), "w") as f:

@@ -7,7 +7,13 @@ from detectron2.config import get_cfg
 from PIL import Image
 
 from bmp.config import add_bmp_config
-from bmp.data.dataset_mapper import SemSegEvalMapper, WSSSDatasetMapper, cls_labels_to_multi_hot
+from bmp.data.dataset_mapper import (
+    SemSegEvalMapper,
+    SupervisedDatasetMapper,
+    WSSSDatasetMapper,
+    build_train_mapper,
+    cls_labels_to_multi_hot,
+)
 from bmp.data.transforms import RandomPadCrop, RandomScale
 
 TRAIN_KEYS = {"image", "cls_label", "valid_mask", "height", "width", "file_name", "image_id"}
@@ -104,13 +110,14 @@ def test_colour_jitter_keeps_contract(sample):
 
 
 def test_eval_mapper_original_size(sample):
-    out = SemSegEvalMapper(_cfg())(sample)
+    cfg = _cfg()
+    cfg.INPUT.MIN_SIDE_TEST = 0  # a 6x8 image is not too small for this test's purpose
+    out = SemSegEvalMapper(cfg)(sample)
     assert out["image"].shape == (3, 6, 8)
     assert out["sem_seg"].dtype == torch.long and out["sem_seg"].shape == (6, 8)
     assert out["sem_seg"][0, 0] == 255 and out["sem_seg"][0, 5] == 3
     np.testing.assert_array_equal(out["cls_label"].numpy(), [1, 0, 1])
 
-    cfg = _cfg()
     cfg.INPUT.MIN_SIZE_TEST = 12
     out = SemSegEvalMapper(cfg)(sample)
     assert out["image"].shape == (3, 12, 16)  # only the image is resized
@@ -150,3 +157,40 @@ def test_train_mapper_rejects_an_unknown_pad_fill():
     cfg.INPUT.CROP.PAD_FILL = "grey"
     with pytest.raises(ValueError, match="INPUT.CROP.PAD_FILL"):
         WSSSDatasetMapper(cfg, is_train=True)
+
+
+def test_supervised_mapper_moves_the_mask_with_the_image(sample):
+    cfg = _cfg(crop=(20, 20))
+    cfg.MODEL.META_ARCHITECTURE = "BMPSupervised"
+    cfg.INPUT.DATASET_MAPPER_NAME = "supervised"
+    mapper = build_train_mapper(cfg)
+    assert isinstance(mapper, SupervisedDatasetMapper)
+    for _ in range(5):
+        out = mapper(sample)
+        image, mask, valid = out["image"], out["sem_seg"], out["valid_mask"]
+        assert mask.shape == valid.shape == image.shape[-2:] and mask.dtype == torch.long
+        assert (mask[~valid] == 255).all()
+        # The image is red on the left (class 0 there) and blue on the right (class 3): the mask
+        # follows each pixel, flips and rescales included (up to the one ignored corner pixel).
+        red, blue = image[0] > 200, image[2] > 200
+        assert set(mask[red & valid].unique().tolist()) <= {0, 255}
+        assert set(mask[blue & valid].unique().tolist()) <= {3, 255}
+        assert (mask[blue & valid] == 3).any()
+    del sample["sem_seg_file_name"]
+    with pytest.raises(ValueError, match="sem_seg_file_name"):
+        mapper(sample)
+
+
+def test_only_the_supervised_ceiling_may_train_on_masks():
+    cfg = _cfg()
+    assert type(build_train_mapper(cfg)) is WSSSDatasetMapper
+    cfg.INPUT.DATASET_MAPPER_NAME = "supervised"  # masks for the weakly supervised BMP: refused
+    with pytest.raises(ValueError, match="only 'BMPSupervised'"):
+        build_train_mapper(cfg)
+    cfg.INPUT.DATASET_MAPPER_NAME = "wsss"
+    cfg.MODEL.META_ARCHITECTURE = "BMPSupervised"
+    with pytest.raises(ValueError, match="DATASET_MAPPER_NAME"):
+        build_train_mapper(cfg)
+    cfg.INPUT.DATASET_MAPPER_NAME = "masks"
+    with pytest.raises(ValueError, match="'wsss' or 'supervised'"):
+        build_train_mapper(cfg)

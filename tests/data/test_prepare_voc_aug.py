@@ -7,10 +7,13 @@ import pathlib
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog
-from mat5_writer import write_mat5
 from PIL import Image
 
 import bmp  # noqa: F401  (registers the datasets)
+
+savemat = pytest.importorskip(
+    "scipy.io", reason="the `voc` extra (SciPy, for SBD's .mat files) is not installed"
+).savemat
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "datasets" / "prepare_voc_aug.py"
 H, W = 4, 6
@@ -55,7 +58,7 @@ def fake_tree(datasets_root):
     for s, v in (("a", 1), ("c", 2), ("d", 12), ("e", 0)):
         gt = {"Boundaries": [np.zeros((H, W))], "Segmentation": _mask(v), "CategoriesPresent":
               np.array([v], np.uint8)}  # fmt: skip
-        write_mat5(str(sbd / "cls" / f"{s}.mat"), [("GTcls", gt)], compress=(s == "d"))
+        savemat(str(sbd / "cls" / f"{s}.mat"), {"GTcls": gt}, do_compression=(s == "d"))
     return datasets_root
 
 

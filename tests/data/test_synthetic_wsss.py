@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bmp.data import synthetic_wsss as gen
+from bmp.data import synthetic as gen
+from bmp.data.label_files import read_image_labels
+from bmp.data.synthetic import spec
 
 N_RENDER = 150
 
@@ -36,7 +38,7 @@ def test_sample_format(samples):
         assert s.mask.dtype == np.uint8 and s.mask.max() <= gen.NUM_CLASSES
         assert 1 <= len(s.labels) <= 4
         assert s.labels == sorted(int(v) for v in np.unique(s.mask) if v)
-    assert min(sides) >= gen.MIN_SIDE and max(sides) <= gen.MAX_SIDE and len(set(sides)) > 20
+    assert min(sides) >= spec.MIN_SIDE and max(sides) <= spec.MAX_SIDE and len(set(sides)) > 20
     seen = set(c for s in samples for c in s.labels)
     assert seen == set(range(1, gen.NUM_CLASSES + 1))
     assert any(len(np.unique(s.mask)) >= 4 for s in samples)  # multi-object images exist
@@ -44,7 +46,7 @@ def test_sample_format(samples):
 
 def test_partial_activation_premise(samples):
     # Classes of a family share the body; parts are distinct within the family ...
-    for fam in gen.FAMILIES:
+    for fam in spec.FAMILIES:
         members = [c for c in gen.CLASSES if c.family == fam]
         assert len(members) >= 2
         assert len({(c.part_shape, c.part_color) for c in members}) == len(members)
@@ -99,7 +101,7 @@ def test_generate_writes_layout_and_is_byte_identical(tmp_path):
     b = gen.ensure_synthetic_wsss(str(tmp_path / "b" / "synthetic_wsss"), 5, 2, seed=3)
     ta, tb = _tree_bytes(a), _tree_bytes(b)
     assert ta == tb and len(ta) == 2 * 7 + 4
-    labels = json.load(open(os.path.join(a, "image_labels.json")))
+    labels = read_image_labels(os.path.join(a, "image_labels.txt"), gen.NUM_CLASSES)
     assert sorted(labels) == [f"train_{i:05d}" for i in range(5)] + ["val_00000", "val_00001"]
     mask = np.asarray(Image.open(os.path.join(a, "SegmentationClass", "train_00003.png")))
     assert labels["train_00003"] == sorted(int(v) for v in np.unique(mask) if v)
@@ -125,7 +127,8 @@ def test_ensure_reuses_current_and_regenerates_stale(tmp_path):
     gen.ensure_synthetic_wsss(out, 2, 1)
     assert gen.is_complete(out)
     assert len(os.listdir(os.path.join(out, "JPEGImages"))) == 3
-    assert sorted(os.listdir(tmp_path)) == [".synthetic_wsss.lock", "synthetic_wsss"]
+    # Only the dataset and iopath's lock file: no temporary folder is left behind.
+    assert sorted(os.listdir(tmp_path)) == ["synthetic_wsss", "synthetic_wsss.lock"]
 
 
 def _worker(out):
@@ -150,4 +153,4 @@ def test_sample_sheet(tmp_path):
     path = tmp_path / "sheet.png"
     gen.save_sample_sheet(str(path), num=4, cols=2)
     im = Image.open(path)
-    assert im.size[0] == 2 * (gen.MAX_SIDE + 8) and im.size[1] > 4 * (gen.MAX_SIDE + 8)
+    assert im.size[0] == 2 * (spec.MAX_SIDE + 8) and im.size[1] > 4 * (spec.MAX_SIDE + 8)

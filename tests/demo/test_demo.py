@@ -1,7 +1,7 @@
 """demo/demo.py: one five-tile panel per input image, from a checkpoint and a config."""
 
+import importlib.util
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -10,13 +10,14 @@ from detectron2.modeling import build_model
 from PIL import Image
 
 from bmp.engine import ConfigError, load_config
+from bmp.evaluation.crf import crf_available
+from bmp.visualization import TILE_TITLES, BMPPredictor, make_panel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "configs", "synthetic", "bmp_mit_tiny.yaml")
-sys.path.insert(0, os.path.join(ROOT, "demo"))
-from predictor import TILE_TITLES  # noqa: E402
-
-import demo  # noqa: E402
+_spec = importlib.util.spec_from_file_location("demo", os.path.join(ROOT, "demo", "demo.py"))
+demo = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(demo)
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +56,34 @@ def test_bad_inputs_are_one_line_errors(tmp_path, weights, capsys):
     assert code == 2 and "matches no file" in capsys.readouterr().err
     with pytest.raises(ConfigError):
         demo.run(TINY, [], str(tmp_path), ["MODEL.WEIGHTS", "/no/such.pth"])
+
+
+def _one_image(tmp_path):
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (72, 96, 3), dtype=np.uint8)).save(tmp_path / "c.jpg")
+    return str(tmp_path / "c.jpg")
+
+
+@pytest.mark.skipif(
+    not crf_available(),
+    reason="pydensecrf2 not installed: pip install -e '.[crf]'",
+)
+def test_crf_panel(tmp_path, weights):
+    cfg = load_config(TINY, ["MODEL.WEIGHTS", weights, "TEST.CRF.ENABLED", "True"])
+    predictor = BMPPredictor(cfg)
+    image = np.array(Image.open(_one_image(tmp_path)))[:, :, ::-1]  # BGR, as cv2 reads it
+    out = predictor(image)
+    assert out["sem_seg_crf"].shape == out["sem_seg"].shape
+    np.testing.assert_allclose(out["sem_seg_crf"].sum(dim=0).numpy(), 1.0, atol=1e-4)
+    assert make_panel(image[:, :, ::-1], out, predictor.metadata).ndim == 3
+
+
+def test_crf_without_extra_is_one_line_error(tmp_path, weights, capsys, monkeypatch):
+    from bmp.evaluation import crf
+
+    monkeypatch.setattr(crf, "_import_densecrf", lambda: None)
+    code = demo.main(["--config-file", TINY, "--input", _one_image(tmp_path),
+                      "--output", str(tmp_path / "o"),
+                      "--opts", "MODEL.WEIGHTS", weights, "TEST.CRF.ENABLED", "True"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "pip install -e '.[crf]'" in err and len(err.strip().splitlines()) == 1

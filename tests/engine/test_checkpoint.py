@@ -97,3 +97,65 @@ def test_state_dict_file_formats(tmp_path):
         ckpt.load_state_dict_file(str(tmp_path / "empty.pth"))
     with pytest.raises(ckpt.CheckpointFormatError, match="does not exist"):
         ckpt.load_state_dict_file(str(tmp_path / "missing.pth"))
+
+
+def test_leftover_temp_files_are_removed_on_start(tmp_path):
+    c = AtomicCheckpointer(_model(1.0), str(tmp_path))
+    c.save("model_0000009", iteration=9)
+    dead_pid = 2**22 + 12345  # above Linux's pid_max: no such process
+    leftovers = [f".model_0000019.pth.tmp{dead_pid}", f".last_checkpoint.tmp{dead_pid}"]
+    (tmp_path / leftovers[0]).write_bytes(b"\x80half a pickle")
+    (tmp_path / leftovers[1]).write_bytes(b"")
+    live = tmp_path / f".model_0000029.pth.tmp{os.getpid()}"  # a writer that is still running
+    live.write_bytes(b"")
+    unrelated = tmp_path / ".hidden.tmp"
+    unrelated.write_bytes(b"keep")
+
+    AtomicCheckpointer(_model(1.0), str(tmp_path))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted([".hidden.tmp", live.name, "last_checkpoint", "model_0000009.pth"])
+    AtomicCheckpointer(_model(1.0), str(tmp_path), save_to_disk=False)  # other ranks: no I/O
+    assert live.exists()
+
+
+def test_resume_falls_back_from_a_damaged_checkpoint(tmp_path, caplog):
+    c = AtomicCheckpointer(_model(1.0), str(tmp_path))
+    c.save("model_0000004", iteration=4)
+    os.utime(tmp_path / "model_0000004.pth", (1, 1))  # clearly older than the next one
+    nn.init.constant_(c.model.weight, 2.0)
+    c.save("model_0000009", iteration=9)
+    c.save("model_final", iteration=14)
+    data = (tmp_path / "model_final.pth").read_bytes()
+    (tmp_path / "model_final.pth").write_bytes(data[: len(data) // 2])  # truncated copy
+
+    fresh = _model(0.0)
+    with caplog.at_level("WARNING"):
+        extra = AtomicCheckpointer(fresh, str(tmp_path)).resume_or_load("", resume=True)
+    assert extra["iteration"] == 9  # the newest readable one
+    assert torch.all(fresh.weight == 2.0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert str(tmp_path / "model_final.pth") in warnings[0] and "damaged" in warnings[0]
+    assert "model_0000009.pth" in warnings[0]
+
+
+def test_resume_with_no_readable_checkpoint_is_one_error(tmp_path):
+    c = AtomicCheckpointer(_model(1.0), str(tmp_path))
+    c.save("model_final", iteration=3)
+    (tmp_path / "model_final.pth").write_bytes(b"")
+    with pytest.raises(ckpt.DamagedCheckpointError, match="no readable checkpoint"):
+        AtomicCheckpointer(_model(0.0), str(tmp_path)).resume_or_load("", resume=True)
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_checkpoint_damage(tmp_path, zip_format):
+    path = tmp_path / "m.pth"
+    torch.save({"w": torch.arange(1000.0)}, path, _use_new_zipfile_serialization=zip_format)
+    assert ckpt.checkpoint_damage(str(path)) is None
+    data = path.read_bytes()
+    if zip_format:  # flip bytes inside the stored tensor: the archive is whole, its CRC is not
+        at = data.index(torch.arange(1000.0).numpy().tobytes()[:64]) + 100
+        path.write_bytes(data[:at] + bytes(b ^ 0xFF for b in data[at : at + 8]) + data[at + 8 :])
+        assert "CRC" in ckpt.checkpoint_damage(str(path))
+    path.write_bytes(data[: len(data) // 2])
+    assert ckpt.checkpoint_damage(str(path)) is not None

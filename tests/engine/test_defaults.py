@@ -106,3 +106,14 @@ def test_cpu_device_fallback():
     cfg = load_config(TINY, freeze=False)
     cfg.MODEL.DEVICE = "cuda"
     assert adapt_config_to_machine(cfg).MODEL.DEVICE == "cpu"
+
+
+def test_num_classes_checked_against_every_dataset():
+    check_config(load_config(TINY))  # the shipped config agrees with its datasets
+    with pytest.raises(ConfigError, match=r"NUM_CLASSES is 5.*'synthetic_wsss_train'.* 10 "):
+        check_config(load_config(TINY, ["MODEL.BMP.NUM_CLASSES", "5"]))
+    with pytest.raises(ConfigError, match=r"'synthetic_wsss_val_sem_seg' in DATASETS.TEST"):
+        check_config(
+            load_config(TINY, ["MODEL.BMP.NUM_CLASSES", "5"]),
+            datasets=[("DATASETS.TEST", "synthetic_wsss_val_sem_seg")],
+        )

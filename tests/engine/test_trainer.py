@@ -11,7 +11,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 
 import bmp  # noqa: F401
-from bmp.data.synthetic_wsss import ensure_synthetic_wsss
+from bmp.data.synthetic import ensure_synthetic_wsss
 from bmp.engine.defaults import load_config
 from bmp.engine.trainer import BMPTrainer, GroupLRLogger, OutputGatedEvaluator
 from bmp.evaluation import SeedEvaluator
@@ -123,12 +123,17 @@ def test_entirely_ignored_crop_gives_zero_c2s_s2c_not_nan(tiny_data, tmp_path):
         "SOLVER.MAX_ITER", "2",
         "MODEL.BMP.C2S.START_ITER", "0",
         "MODEL.BMP.S2C.START_ITER", "0",
-        "MODEL.BMP.AFF_START_ITER", "0",
+        "MODEL.BMP.AFFINITY.START_ITER", "0",
         "MODEL.BMP.BSP.START_ITER", "1",
         "SOLVER.CHECKPOINT_PERIOD", "1000",
     )  # fmt: skip
-    trainer = BMPTrainer(cfg)
-    trainer._trainer._data_loader_iter = itertools.repeat(_all_padding_batch())
+
+    class _PaddingOnly(BMPTrainer):
+        @classmethod
+        def build_train_loader(cls, cfg):
+            return itertools.repeat(_all_padding_batch())
+
+    trainer = _PaddingOnly(cfg)
     trainer.train()  # raises FloatingPointError on any NaN loss
     hist = trainer.storage.histories()
     for it in (0, 1):  # PAR labels, then BSP labels

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bmp.data.datasets.common import register_sem_seg_dataset
+from bmp.data.datasets import SplitLayout, register_split
 from bmp.evaluation import SeedEvaluator, format_per_class_table, seed_metrics
 
 CLASSES = ["background", "a", "b"]
@@ -23,10 +23,12 @@ def _dataset(tmp_path, with_files=False):
     Image.new("RGB", (3, 2)).save(tmp_path / "img" / "x.jpg")
     Image.fromarray(GT.numpy().astype(np.uint8)).save(tmp_path / "mask" / "x.png")
     (tmp_path / "list.txt").write_text("x\n")
-    register_sem_seg_dataset(
-        name, image_dir=str(tmp_path / "img"), split_file=str(tmp_path / "list.txt"),
-        mask_dir=str(tmp_path / "mask"), class_names=CLASSES,
-    )  # fmt: skip
+    layout = SplitLayout(
+        image_dir=str(tmp_path / "img"),
+        split_file=str(tmp_path / "list.txt"),
+        mask_dir=str(tmp_path / "mask"),
+    )
+    register_split(name, layout, CLASSES, [[0, 0, 0], [255, 0, 0], [0, 255, 0]])
     return name, str(tmp_path / "img" / "x.jpg")
 
 

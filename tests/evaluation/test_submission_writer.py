@@ -8,6 +8,7 @@ from PIL import Image
 
 from bmp.engine.trainer import BMPTrainer
 from bmp.evaluation import VOC_SUBMISSION_DIR, SemSegSubmissionWriter
+from bmp.evaluation.progress import EvalProgressBar
 
 COLORS = [[0, 0, 0], [128, 0, 0], [0, 128, 0]]
 
@@ -50,7 +51,9 @@ def test_trainer_writes_submissions_for_splits_without_ground_truth(tmp_path, te
     from bmp.engine import load_config
 
     cfg = load_config("configs/synthetic/bmp_mit_tiny.yaml", ["OUTPUT_DIR", str(tmp_path)])
-    evaluator = BMPTrainer.build_evaluator(cfg, test_split)
+    evaluators = BMPTrainer.build_evaluator(cfg, test_split)._evaluators
+    assert isinstance(evaluators[0], EvalProgressBar)
+    evaluator = evaluators[-1]
     assert isinstance(evaluator, SemSegSubmissionWriter)
     assert evaluator._output_dir == str(tmp_path / "submission" / test_split / VOC_SUBMISSION_DIR)
     # The registered VOC test split has no evaluator type, so it gets the writer too.

@@ -64,7 +64,7 @@ def test_c2s_ce_matches_cross_entropy_with_ignore():
     assert torch.allclose(c2s_loss(seg, labels, mode="ce"), expected, atol=1e-6)
 
 
-def test_s2c_ce_and_bce_by_hand():
+def test_s2c_ce_and_mlsm_by_hand():
     cam = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]]]])  # (1, K=2, 1, 2)
     labels = torch.tensor([[[0, 1]]])
     ce0 = -math.log(math.exp(2) / (math.exp(2) + 1))
@@ -72,11 +72,11 @@ def test_s2c_ce_and_bce_by_hand():
     assert s2c_loss(cam, labels, mode="ce").item() == pytest.approx((ce0 + ce1) / 2, rel=1e-6)
     bce0 = (_softplus(-2.0) + _softplus(0.0)) / 2
     bce1 = (_softplus(0.0) + _softplus(-1.0)) / 2
-    assert s2c_loss(cam, labels, mode="bce").item() == pytest.approx((bce0 + bce1) / 2, rel=1e-6)
+    assert s2c_loss(cam, labels, mode="mlsm").item() == pytest.approx((bce0 + bce1) / 2, rel=1e-6)
     assert s2c_loss(cam, torch.tensor([[[IGN, 1]]])).item() == pytest.approx(ce1, rel=1e-6)
 
 
-def test_s2c_bce_matches_binary_cross_entropy():
+def test_s2c_mlsm_matches_binary_cross_entropy():
     gen = torch.Generator().manual_seed(2)
     cam = torch.randn(2, 3, 4, 4, generator=gen)
     labels = torch.randint(0, 3, (2, 4, 4), generator=gen)
@@ -84,7 +84,7 @@ def test_s2c_bce_matches_binary_cross_entropy():
     keep = labels != IGN
     flat = cam.permute(0, 2, 3, 1)[keep]
     expected = F.binary_cross_entropy_with_logits(flat, F.one_hot(labels[keep], 3).float())
-    assert torch.allclose(s2c_loss(cam, labels, mode="bce"), expected, atol=1e-6)
+    assert torch.allclose(s2c_loss(cam, labels, mode="mlsm"), expected, atol=1e-6)
 
 
 def test_mlsm_is_stable_for_large_logits():
@@ -110,7 +110,7 @@ def test_affinity_loss_by_hand():
         lambda x: c2s_loss(x, torch.full((1, 2, 3), IGN), mode="mlsm"),
         lambda x: c2s_loss(x, torch.full((1, 2, 3), IGN), mode="ce"),
         lambda x: s2c_loss(x, torch.full((1, 2, 3), IGN), mode="ce"),
-        lambda x: s2c_loss(x, torch.full((1, 2, 3), IGN), mode="bce"),
+        lambda x: s2c_loss(x, torch.full((1, 2, 3), IGN), mode="mlsm"),
     ],
 )
 def test_all_ignored_gives_zero_with_gradient_path(make_loss):
@@ -134,7 +134,7 @@ def test_losses_reject_bad_inputs():
     with pytest.raises(ValueError, match="MODEL.BMP.C2S.LOSS"):
         c2s_loss(torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), mode="dice")
     with pytest.raises(ValueError, match="MODEL.BMP.S2C.LOSS"):
-        s2c_loss(torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), mode="mlsm")
+        s2c_loss(torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), mode="bce")
     with pytest.raises(ValueError, match="resize"):
         c2s_loss(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="cls_label"):

@@ -341,3 +341,26 @@ def test_label_functions_reject_bad_shapes():
             PAR(),
             refine_scale=2.0,
         )
+
+
+def test_par_and_bsp_share_the_colour_affinity_through_a_cache():
+    cams, cls_label, image, _ = _random_batch(7)
+    valid = torch.ones(3, 24, 20, dtype=torch.bool)
+    seg_bg = 1 - cams.amax(dim=1, keepdim=True)
+    calls = []
+    par = PAR()
+    affinity = par.affinity
+    par.affinity = lambda img: calls.append(tuple(img.shape)) or affinity(img)
+    cache = {}
+    par_labels = par_pseudo_labels(cams, cls_label, image, valid, par, affinity_cache=cache)
+    bsp = bsp_pseudo_labels(seg_bg, cams, cls_label, image, valid, par, affinity_cache=cache)
+    assert calls == [(3, 3, 12, 10)] and len(cache) == 1  # one affinity for both
+    assert torch.equal(par_labels, par_pseudo_labels(cams, cls_label, image, valid, PAR()))
+    assert torch.equal(bsp, bsp_pseudo_labels(seg_bg, cams, cls_label, image, valid, PAR()))
+    # A padded image has its own box: BSP refines it apart, with its own affinity.
+    valid[1, :, -5:] = False
+    calls.clear()
+    cache = {}
+    par_pseudo_labels(cams, cls_label, image, valid, par, affinity_cache=cache)
+    bsp_pseudo_labels(seg_bg, cams, cls_label, image, valid, par, affinity_cache=cache)
+    assert calls == [(3, 3, 12, 10), (2, 3, 12, 10), (1, 3, 12, 7)]

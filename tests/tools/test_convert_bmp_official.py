@@ -119,8 +119,26 @@ def test_cli_writes_a_detectron2_checkpoint(tmp_path, suffix, capsys):
         data = torch.load(dst, weights_only=False)
     assert "__author__" in data
     assert "cls_head.classifier.weight" in data["model"]
-    loaded = DetectionCheckpointer(torch.nn.Module())._load_file(str(dst))
-    assert set(loaded["model"]) == set(conv.official_to_bmp_d2(_theirs())[0])
+    expected = conv.official_to_bmp_d2(_theirs())[0]
+    target = _module_with_buffers({k: torch.zeros_like(v) for k, v in expected.items()})
+    DetectionCheckpointer(target).load(str(dst))
+    loaded = target.state_dict()
+    assert set(loaded) == set(expected)
+    assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+
+
+def _module_with_buffers(state) -> torch.nn.Module:
+    """A module whose state dict has exactly ``state``'s keys (all buffers), to load into."""
+    root = torch.nn.Module()
+    for key, value in state.items():
+        *path, leaf = key.split(".")
+        node = root
+        for name in path:
+            if not hasattr(node, name):
+                node.add_module(name, torch.nn.Module())
+            node = getattr(node, name)
+        node.register_buffer(leaf, value)
+    return root
 
 
 def test_cli_reports_unknown_keys_in_one_line(tmp_path, capsys):

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from bmp.data.synthetic_wsss import ensure_synthetic_wsss
+from bmp.data.synthetic import ensure_synthetic_wsss
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _spec = importlib.util.spec_from_file_location(
@@ -23,7 +23,7 @@ FAST = [
     "MODEL.BMP.PSEUDO.SCALES", "[1.0]",
     "MODEL.BMP.C2S.START_ITER", "2",
     "MODEL.BMP.S2C.START_ITER", "2",
-    "MODEL.BMP.AFF_START_ITER", "2",
+    "MODEL.BMP.AFFINITY.START_ITER", "2",
     "MODEL.BMP.BSP.START_ITER", "4",
 ]  # fmt: skip
 

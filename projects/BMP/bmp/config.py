@@ -7,17 +7,36 @@ the background-aware propagation of the pseudo labels.
 
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_bmp_config"]
+__all__ = ["add_bmp_config", "derive_keys"]
 
 
 def add_bmp_config(cfg: CN) -> None:
     """Add BMP's keys to a detectron2 config (call before ``merge_from_file``)."""
     _add_model_config(cfg)
+    _add_pseudo_label_config(cfg)
+    _add_loss_config(cfg)
+    _add_decoder_config(cfg)
     _add_backbone_config(cfg)
     _add_efficientnet_config(cfg)
     _add_input_config(cfg)
     _add_solver_config(cfg)
     _add_test_config(cfg)
+
+
+def derive_keys(cfg: CN) -> None:
+    """Fill the keys that follow from others: ``SEM_SEG_HEAD.NUM_CLASSES = BMP.NUM_CLASSES + 1``.
+
+    A value set by hand that disagrees is an error naming both keys, not silently replaced.
+    Call on an unfrozen config after merging files and command-line options.
+    """
+    k1 = cfg.MODEL.BMP.NUM_CLASSES + 1
+    head = cfg.MODEL.SEM_SEG_HEAD
+    if head.NUM_CLASSES not in (-1, k1):
+        raise ValueError(
+            f"MODEL.SEM_SEG_HEAD.NUM_CLASSES={head.NUM_CLASSES} must be MODEL.BMP.NUM_CLASSES + 1 "
+            f"= {k1} (background is channel 0); leave it unset, it is derived"
+        )
+    head.NUM_CLASSES = k1
 
 
 def _add_model_config(cfg: CN) -> None:
@@ -27,9 +46,9 @@ def _add_model_config(cfg: CN) -> None:
     cfg.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
 
     cfg.MODEL.BMP = CN()
-    # K foreground classes; the segmentation branch predicts K + 1 with background = 0.
+    # K foreground classes; the segmentation branch predicts K + 1 with background = 0
+    # (MODEL.SEM_SEG_HEAD.NUM_CLASSES is derived from it, see derive_keys).
     cfg.MODEL.BMP.NUM_CLASSES = 20
-    cfg.MODEL.BMP.IGNORE_VALUE = 255
     # Feature map the classification branch pools and the affinity head pairs with.
     cfg.MODEL.BMP.CLS_IN_FEATURE = "mit4"
 
@@ -47,7 +66,10 @@ def _add_model_config(cfg: CN) -> None:
     # Backbones without attention (ResNet, EfficientNet) need this switched off.
     cfg.MODEL.BMP.AFFINITY.ENABLED = True
     cfg.MODEL.BMP.AFFINITY.RADIUS = 8
+    cfg.MODEL.BMP.AFFINITY.START_ITER = 2000
 
+
+def _add_pseudo_label_config(cfg: CN) -> None:
     # Multi-scale + flip CAM / segmentation maps used to build pseudo labels (no gradient).
     cfg.MODEL.BMP.PSEUDO = CN()
     cfg.MODEL.BMP.PSEUDO.SCALES = [1.0, 0.5, 1.5]
@@ -77,6 +99,8 @@ def _add_model_config(cfg: CN) -> None:
     # Confidence threshold sigma_c on the PAR-refined BSP maps (see PAR.NORMALIZE for its scale).
     cfg.MODEL.BMP.BSP.SIGMA_C = 0.5
 
+
+def _add_loss_config(cfg: CN) -> None:
     # Bidirectional supervision.
     cfg.MODEL.BMP.C2S = CN()
     cfg.MODEL.BMP.C2S.ENABLED = True
@@ -84,23 +108,26 @@ def _add_model_config(cfg: CN) -> None:
     cfg.MODEL.BMP.C2S.START_ITER = 2000
     cfg.MODEL.BMP.S2C = CN()
     cfg.MODEL.BMP.S2C.ENABLED = True
-    cfg.MODEL.BMP.S2C.LOSS = "ce"  # "ce" (authors) or "bce"
+    cfg.MODEL.BMP.S2C.LOSS = "ce"  # "ce" (authors) or "mlsm"
     cfg.MODEL.BMP.S2C.START_ITER = 2000
     cfg.MODEL.BMP.S2C.SIGMA_S = 0.75  # confidence threshold on the segmentation logits
-    cfg.MODEL.BMP.AFF_START_ITER = 2000
 
     # Total = cls + LAMBDA_C2S * c2s + LAMBDA_S2C * s2c + LAMBDA_AFF * aff.
     cfg.MODEL.BMP.LAMBDA_C2S = 0.7
     cfg.MODEL.BMP.LAMBDA_S2C = 0.1
     cfg.MODEL.BMP.LAMBDA_AFF = 0.1
 
+
+def _add_decoder_config(cfg: CN) -> None:
     # Segmentation branch: SegFormer all-MLP decoder.
     cfg.MODEL.SEM_SEG_HEAD.NAME = "SegFormerHead"
     cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES = ["mit1", "mit2", "mit3", "mit4"]
     cfg.MODEL.SEM_SEG_HEAD.EMBED_DIM = 256
     cfg.MODEL.SEM_SEG_HEAD.DROPOUT = 0.1
     cfg.MODEL.SEM_SEG_HEAD.NORM = "SyncBN"  # SyncBN falls back to BN on one process
-    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 21  # K + 1
+    # Derived: MODEL.BMP.NUM_CLASSES + 1 (see derive_keys); leave at -1.
+    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = -1
+    # The label value that no loss and no metric counts, in every pseudo label the model builds.
     cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE = 255
 
 
@@ -143,6 +170,8 @@ def _add_efficientnet_config(cfg: CN) -> None:
 
 def _add_input_config(cfg: CN) -> None:
     cfg.INPUT.FORMAT = "RGB"
+    # Training mapper: "wsss" (image-level labels only, never a mask) or "supervised" (also the
+    # ground-truth mask; only for the fully supervised ceiling, META_ARCHITECTURE "BMPSupervised").
     cfg.INPUT.DATASET_MAPPER_NAME = "wsss"
     # Authors' augmentation: random rescale, flip, random crop with padding.
     cfg.INPUT.SCALE_RANGE = [0.5, 2.0]
@@ -154,9 +183,16 @@ def _add_input_config(cfg: CN) -> None:
     # normalisation).
     cfg.INPUT.CROP.PAD_FILL = "zero"
     cfg.INPUT.COLOR_JITTER = False
-    # Eval images are fed at original size unless this is > 0 (short side).
+    # Evaluation input size (bmp/data/eval_size.py); predictions are scored at original size.
+    # The long side is capped at MAX_SIZE_TEST (authors: 512), smaller images keep their size;
+    # MIN_SIZE_TEST > 0 also resizes the short side to it (detectron2's ResizeShortestEdge).
+    # Images over twice the cap are evaluated at the cap with one warning each.
     cfg.INPUT.MIN_SIZE_TEST = 0
-    cfg.INPUT.MAX_SIZE_TEST = 4096
+    cfg.INPUT.MAX_SIZE_TEST = 512
+    # An image whose short side at the test size is below MIN_SIDE_TEST (MiT needs 32 px, 64 with
+    # test-time scale 0.5) is "resize"d up to it or "skip"ped; one warning names it either way.
+    cfg.INPUT.MIN_SIDE_TEST = 64
+    cfg.INPUT.SMALL_TEST_IMAGE = "resize"
 
 
 def _add_solver_config(cfg: CN) -> None:
@@ -181,6 +217,9 @@ def _add_solver_config(cfg: CN) -> None:
 
 
 def _add_test_config(cfg: CN) -> None:
+    # Evaluate every EVAL_PERIOD iterations. As everywhere in detectron2, training also ends with
+    # an evaluation of every DATASETS.TEST split, even with EVAL_PERIOD 0; set DATASETS.TEST ()
+    # for none.
     cfg.TEST.EVAL_PERIOD = 2000
     # Test-time augmentation (authors: scales 1.0/0.5/0.75 with flip, max-fused).
     cfg.TEST.AUG = CN()
@@ -195,3 +234,15 @@ def _add_test_config(cfg: CN) -> None:
     cfg.TEST.BMP.SEED_USE_GT_LABELS = False
     # Threshold on normalised CAMs that yields the raw "CAM" seed (background below it).
     cfg.TEST.BMP.CAM_BG_THRESH = 0.55
+    # Dense CRF on the softmax of the (TTA) segmentation logits at image size; needs the `crf`
+    # extra (pydensecrf2). Evaluation then reports mIoU with and without it (sem_seg_crf).
+    # Defaults are the authors': 10 mean-field iterations, a Gaussian (smoothness) kernel and a
+    # bilateral (appearance) kernel; SXY in pixels, SRGB in colour levels 0-255.
+    cfg.TEST.CRF = CN()
+    cfg.TEST.CRF.ENABLED = False
+    cfg.TEST.CRF.NUM_ITER = 10
+    cfg.TEST.CRF.GAUSSIAN_SXY = 3.0
+    cfg.TEST.CRF.GAUSSIAN_WEIGHT = 3.0
+    cfg.TEST.CRF.BILATERAL_SXY = 64.0
+    cfg.TEST.CRF.BILATERAL_SRGB = 5.0
+    cfg.TEST.CRF.BILATERAL_WEIGHT = 4.0

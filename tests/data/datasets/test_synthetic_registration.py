@@ -1,19 +1,23 @@
-"""The registered synthetic splits load from $DETECTRON2_DATASETS and generate on first use."""
+"""The registered synthetic splits: explicit generation, then loads from $DETECTRON2_DATASETS."""
 
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 import bmp  # noqa: F401  (registers the datasets)
-from bmp.data import synthetic_wsss as gen
+from bmp.data import synthetic as gen
 from bmp.data.dataset_mapper import SemSegEvalMapper, WSSSDatasetMapper
 
 
-def test_splits_generate_on_first_load(datasets_root, monkeypatch):
-    monkeypatch.setattr(gen, "DEFAULT_NUM_TRAIN", 6)
-    monkeypatch.setattr(gen, "DEFAULT_NUM_VAL", 3)
-    train = DatasetCatalog.get("synthetic_wsss_train")  # generates the tiny set
-    assert (datasets_root / "synthetic_wsss" / "info.json").is_file()
+def test_loading_never_generates_and_says_how_to(datasets_root):
+    with pytest.raises(FileNotFoundError, match="prepare_synthetic_wsss.py"):
+        DatasetCatalog.get("synthetic_wsss_train")
+    assert not (datasets_root / "synthetic_wsss").exists()
+
+
+def test_splits_load_after_generation(datasets_root):
+    gen.ensure_synthetic_wsss(str(datasets_root / "synthetic_wsss"), 6, 3)
+    train = DatasetCatalog.get("synthetic_wsss_train")
     assert len(train) == 6 and all("sem_seg_file_name" not in d for d in train)
     assert all(d["cls_labels"] for d in train)
     train_masks = DatasetCatalog.get("synthetic_wsss_train_sem_seg")
@@ -33,10 +37,3 @@ def test_splits_generate_on_first_load(datasets_root, monkeypatch):
     ids = set(np.unique(ev["sem_seg"].numpy()).tolist()) - {0}
     assert ids == set(val[0]["cls_labels"])
     assert ev["sem_seg"].shape == (val[0]["height"], val[0]["width"])
-
-
-def test_refuses_repo_folder_during_tests(monkeypatch):
-    monkeypatch.delenv("DETECTRON2_DATASETS", raising=False)
-    monkeypatch.setenv("BMP_TESTING", "1")
-    with pytest.raises(RuntimeError, match="DETECTRON2_DATASETS"):
-        DatasetCatalog.get("synthetic_wsss_train")

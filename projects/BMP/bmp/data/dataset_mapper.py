@@ -8,17 +8,24 @@ losses can ignore the padding.
 
 import copy
 import logging
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from detectron2.config import configurable
 from detectron2.data import transforms as T
 
+from .eval_size import EvalImageSize
 from .image_io import read_image_rgb, read_sem_seg
 from .transforms import RandomPadCrop, RandomScale
 
-__all__ = ["WSSSDatasetMapper", "SemSegEvalMapper", "cls_labels_to_multi_hot"]
+__all__ = [
+    "WSSSDatasetMapper",
+    "SupervisedDatasetMapper",
+    "SemSegEvalMapper",
+    "build_train_mapper",
+    "cls_labels_to_multi_hot",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -140,13 +147,16 @@ class WSSSDatasetMapper:
         return cls_labels_to_multi_hot(labels, self.num_classes, file_name)
 
     def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
-        d = copy.deepcopy(dataset_dict)
+        return self._map(copy.deepcopy(dataset_dict))[0]
+
+    def _map(self, d: Dict[str, Any]) -> Tuple[Dict[str, Any], T.Transform]:
+        """The output dict and the transforms applied (for a mask that must follow them)."""
         cls_label = self._labels(d)  # validate before the (costly) image read
         image = read_image_rgb(d["file_name"])
         height, width = image.shape[:2]
         ones = np.ones((height, width), dtype=np.uint8)
         aug_input = T.AugInput(image, sem_seg=ones)
-        self.augmentations(aug_input)
+        transforms = self.augmentations(aug_input)
         out: Dict[str, Any] = {
             "image": _image_tensor(_to_format(aug_input.image, self.image_format)),
             "valid_mask": torch.as_tensor(aug_input.sem_seg == 1),
@@ -157,14 +167,84 @@ class WSSSDatasetMapper:
         }
         if cls_label is not None:
             out["cls_label"] = cls_label
+        return out, transforms
+
+
+class SupervisedDatasetMapper(WSSSDatasetMapper):
+    """Training mapper of the fully supervised ceiling: the WSSS augmentations, plus the mask.
+
+    Only ``MODEL.META_ARCHITECTURE: "BMPSupervised"`` with ``INPUT.DATASET_MAPPER_NAME:
+    "supervised"`` uses it; weakly supervised training uses :class:`WSSSDatasetMapper`, which never
+    reads a mask. ``sem_seg`` follows the image through the same transforms (nearest sampling);
+    crop padding is ``ignore_label`` there.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool = True,
+        *,
+        augmentations: List[T.Augmentation],
+        image_format: str,
+        num_classes: int,
+        ignore_label: int = 255,
+    ):
+        super().__init__(
+            is_train,
+            augmentations=augmentations,
+            image_format=image_format,
+            num_classes=num_classes,
+        )
+        self.ignore_label = ignore_label
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True) -> Dict[str, Any]:
+        args = WSSSDatasetMapper.from_config(cfg, is_train)
+        args["ignore_label"] = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
+        return args
+
+    def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
+        d = copy.deepcopy(dataset_dict)
+        if "sem_seg_file_name" not in d:
+            raise ValueError(
+                f"Image '{d.get('file_name', '?')}' has no 'sem_seg_file_name': the supervised "
+                "ceiling trains on ground-truth masks; use a split that has them."
+            )
+        out, transforms = self._map(d)
+        size = (out["height"], out["width"])
+        mask = read_sem_seg(d["sem_seg_file_name"], self.num_classes, self.ignore_label, size)
+        mask = transforms.apply_segmentation(mask.astype(np.uint8))
+        mask[~out["valid_mask"].numpy()] = self.ignore_label
+        out["sem_seg"] = torch.as_tensor(mask.astype(np.int64))
         return out
+
+
+def build_train_mapper(cfg) -> WSSSDatasetMapper:
+    """The training mapper ``INPUT.DATASET_MAPPER_NAME`` names, checked against the model.
+
+    Masks must never reach a weakly supervised model, so ``"supervised"`` is refused for every
+    meta-architecture but the fully supervised ceiling, and the ceiling refuses ``"wsss"``.
+    """
+    name, arch = cfg.INPUT.DATASET_MAPPER_NAME, cfg.MODEL.META_ARCHITECTURE
+    if name not in ("wsss", "supervised"):
+        raise ValueError(f"INPUT.DATASET_MAPPER_NAME must be 'wsss' or 'supervised', got {name!r}.")
+    if (name == "supervised") != (arch == "BMPSupervised"):
+        raise ValueError(
+            f"INPUT.DATASET_MAPPER_NAME {name!r} does not fit MODEL.META_ARCHITECTURE {arch!r}: "
+            "only 'BMPSupervised' (the fully supervised ceiling) trains on masks, with "
+            "'supervised'; every weakly supervised model uses 'wsss', which never reads a mask."
+        )
+    if name == "supervised":
+        return SupervisedDatasetMapper(cfg, True)
+    return WSSSDatasetMapper(cfg, True)
 
 
 class SemSegEvalMapper:
     """Evaluation mapper: image and ``sem_seg`` ground truth at the original size.
 
-    With ``min_size_test > 0`` only the image is resized (short side); ``sem_seg``, ``height`` and
-    ``width`` stay original, which is what the model's output and ``SemSegEvaluator`` compare.
+    Only the image is resized, to the test size of :mod:`bmp.data.eval_size` (long-side cap,
+    optional short side, too-small rule); ``sem_seg``, ``height`` and ``width`` stay original,
+    which is what the model's output and ``SemSegEvaluator`` compare.
     """
 
     @configurable
@@ -176,22 +256,24 @@ class SemSegEvalMapper:
         ignore_label: int = 255,
         min_size_test: int = 0,
         max_size_test: int = 4096,
+        min_side_test: int = 0,
+        small_test_image: str = "resize",
     ):
         self.image_format = image_format
         self.num_classes = num_classes
         self.ignore_label = ignore_label
-        self.resize = (
-            T.ResizeShortestEdge(min_size_test, max_size_test) if min_size_test > 0 else None
-        )
+        self.size = EvalImageSize(min_size_test, max_size_test, min_side_test, small_test_image)
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = False) -> Dict[str, Any]:
         return {
             "image_format": cfg.INPUT.FORMAT,
             "num_classes": cfg.MODEL.BMP.NUM_CLASSES,
-            "ignore_label": cfg.MODEL.BMP.IGNORE_VALUE,
+            "ignore_label": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
             "min_size_test": cfg.INPUT.MIN_SIZE_TEST,
             "max_size_test": cfg.INPUT.MAX_SIZE_TEST,
+            "min_side_test": cfg.INPUT.MIN_SIDE_TEST,
+            "small_test_image": cfg.INPUT.SMALL_TEST_IMAGE,
         }
 
     def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
@@ -212,7 +294,6 @@ class SemSegEvalMapper:
             out["sem_seg"] = torch.as_tensor(mask, dtype=torch.long)
         if d.get("cls_labels") is not None:
             out["cls_label"] = cls_labels_to_multi_hot(d["cls_labels"], self.num_classes, file_name)
-        if self.resize is not None:
-            image = self.resize.get_transform(image).apply_image(image)
+        image = self.size.apply(image, file_name)
         out["image"] = _image_tensor(_to_format(image, self.image_format))
         return out

@@ -4,11 +4,18 @@ fvcore's :class:`Checkpointer` streams ``torch.save`` straight into ``model_XXXX
 overwrites ``last_checkpoint`` in place; a kill in between leaves a truncated file that
 ``--resume`` then fails to read. Here every file is written next to its target and moved into
 place with :func:`os.replace`, which is atomic on POSIX, so "last" always names a whole file.
+
+What a kill can still leave behind is handled when the checkpointer starts: temporary files of
+interrupted writes are removed, and ``--resume`` skips a checkpoint that cannot be read (copied
+in truncated, say) with one warning line, resuming from the newest one that loads.
 """
 
+import glob
 import os
 import pickle
-from typing import IO, Any, Callable, Mapping
+import re
+import zipfile
+from typing import IO, Any, Callable, Dict, List, Mapping, Optional
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -18,16 +25,61 @@ __all__ = [
     "atomic_torch_save",
     "AtomicCheckpointer",
     "CheckpointFormatError",
+    "DamagedCheckpointError",
+    "checkpoint_damage",
+    "remove_stale_temp_files",
     "extract_state_dict",
     "load_state_dict_file",
     "save_d2_checkpoint",
 ]
 
 
+# ".<target name>.tmp<pid>": hidden, and tied to the process that writes it.
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.tmp(?P<pid>\d+)$")
+
+
+def _temp_path(path: str) -> str:
+    directory = os.path.dirname(os.path.abspath(path))
+    return os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temp_files(directory: str) -> List[str]:
+    """Delete the temporary files that killed :func:`atomic_write` calls left in ``directory``.
+
+    A file whose writer process is still running is kept. Returns the removed paths.
+    """
+    removed = []
+    if not os.path.isdir(directory):
+        return removed
+    for name in sorted(os.listdir(directory)):
+        match = _TEMP_NAME.match(name)
+        if match is None or _process_alive(int(match["pid"])):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed
+
+
 def atomic_write(path: str, write_fn: Callable[[IO[bytes]], None]) -> None:
     """Call ``write_fn`` on a temporary file in ``path``'s folder, then move it onto ``path``."""
     directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    tmp = _temp_path(path)
     try:
         with open(tmp, "wb") as f:
             write_fn(f)
@@ -55,15 +107,93 @@ def atomic_torch_save(obj: Any, path: str) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
+class DamagedCheckpointError(ValueError):
+    """A checkpoint file that exists but cannot be read."""
+
+
+# What torch.load / pickle raise on a truncated or overwritten file.
+_READ_ERRORS = (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError)
+
+
+def _one_line(e: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def checkpoint_damage(path: str) -> Optional[str]:
+    """Why the checkpoint at ``path`` cannot be read, or None if it can.
+
+    Checked before loading, because a failed ``load`` can leave detectron2's checkpointer unable
+    to load again. A zip-format file (what ``torch.save`` writes) is checked by its CRCs without
+    unpickling; anything else (truncated zips included) only by reading it.
+    """
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+            return None if bad is None else f"member '{bad}' fails its CRC check"
+        torch.load(path, map_location="cpu", weights_only=False)
+    except _READ_ERRORS as e:
+        return _one_line(e)
+    return None
+
+
 class AtomicCheckpointer(DetectionCheckpointer):
-    """A :class:`DetectionCheckpointer` whose checkpoint and ``last_checkpoint`` writes are atomic.
+    """A :class:`DetectionCheckpointer` whose writes are atomic and whose resume survives damage.
+
+    * checkpoint and ``last_checkpoint`` writes go through :func:`atomic_write`;
+    * on construction (main process), leftover temporary files of killed writes are removed;
+    * ``resume_or_load(..., resume=True)`` falls back from an unreadable checkpoint to the
+      newest readable one in the folder, with one warning line naming the damaged file.
 
     Remote save folders (``scheme://``) keep fvcore's behaviour, as ``os.replace`` cannot reach
     them.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.save_dir and self.save_to_disk and self._is_local():
+            removed = remove_stale_temp_files(self.save_dir)
+            if removed:
+                names = ", ".join(os.path.basename(p) for p in removed)
+                self.logger.info(
+                    f"Removed {len(removed)} temporary file(s) left by interrupted writes in "
+                    f"{self.save_dir}: {names}"
+                )
+
     def _is_local(self) -> bool:
         return "://" not in self.save_dir
+
+    def _resume_candidates(self) -> List[str]:
+        """The tagged checkpoint first, then the folder's other ``.pth`` files, newest first."""
+        tagged = self.get_checkpoint_file()
+        others = [
+            p
+            for p in glob.glob(os.path.join(self.save_dir, "*.pth"))
+            if os.path.abspath(p) != os.path.abspath(tagged)
+        ]
+        return [tagged] + sorted(others, key=os.path.getmtime, reverse=True)
+
+    def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
+        if not (resume and self.has_checkpoint() and self._is_local()):
+            return super().resume_or_load(path, resume=resume)
+        candidates = self._resume_candidates()
+        for i, candidate in enumerate(candidates):
+            following = candidates[i + 1] if i + 1 < len(candidates) else None
+            then = f"resuming from '{following}' instead." if following else "nothing left to try."
+            if not os.path.isfile(candidate):
+                self.logger.warning(
+                    f"last_checkpoint names '{candidate}', which is missing; {then}"
+                )
+                continue
+            damage = checkpoint_damage(candidate)
+            if damage is None:
+                return self.load(candidate)
+            self.logger.warning(f"Checkpoint '{candidate}' is damaged ({damage}); {then}")
+        raise DamagedCheckpointError(
+            f"--resume found no readable checkpoint in '{self.save_dir}' (tried "
+            f"{len(candidates)}); delete the damaged files, or train without --resume."
+        )
 
     def save(self, name: str, **kwargs: Any) -> None:
         if not self.save_dir or not self.save_to_disk:

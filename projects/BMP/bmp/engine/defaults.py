@@ -13,10 +13,10 @@ from typing import Iterable, List, Optional, Sequence
 import torch
 import yaml
 from detectron2.config import CfgNode, get_cfg
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
-from bmp.config import add_bmp_config
+from bmp.config import add_bmp_config, derive_keys
 
 __all__ = [
     "ConfigError",
@@ -24,6 +24,7 @@ __all__ = [
     "adapt_config_to_machine",
     "check_config",
     "resolve_sync_norm",
+    "dataset_num_classes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,10 @@ def load_config(config_file: str, opts: Sequence[str] = (), freeze: bool = True)
         cfg.merge_from_list(list(opts))
     except (KeyError, ValueError, AssertionError, TypeError) as e:
         raise ConfigError(f"command-line opts: {_describe_merge_error(e)}") from e
+    try:
+        derive_keys(cfg)
+    except ValueError as e:
+        raise ConfigError(f"{config_file or 'config'}: {e}") from e
     adapt_config_to_machine(cfg)
     if freeze:
         cfg.freeze()
@@ -134,6 +139,24 @@ def _dataset_error(name: str, key: str) -> ConfigError:
     )
 
 
+def dataset_num_classes(name: str) -> Optional[int]:
+    """K (foreground classes) from a dataset's metadata, or None if it does not say."""
+    meta = MetadataCatalog.get(name)
+    if meta.get("num_fg_classes") is not None:
+        return int(meta.num_fg_classes)
+    classes = meta.get("stuff_classes")
+    return len(classes) - 1 if classes else None  # stuff_classes include background
+
+
+def _check_num_classes(cfg: CfgNode, name: str, key: str) -> None:
+    k = dataset_num_classes(name)
+    if k is not None and k != cfg.MODEL.BMP.NUM_CLASSES:
+        raise ConfigError(
+            f"MODEL.BMP.NUM_CLASSES is {cfg.MODEL.BMP.NUM_CLASSES}, but dataset '{name}' in {key} "
+            f"has {k} foreground classes; set MODEL.BMP.NUM_CLASSES {k}."
+        )
+
+
 def check_config(
     cfg: CfgNode,
     *,
@@ -141,7 +164,8 @@ def check_config(
     resume: bool = False,
     datasets: Optional[Iterable] = None,
 ) -> None:
-    """Fail fast on a missing ``MODEL.WEIGHTS`` file or an unregistered dataset name.
+    """Fail fast on a missing ``MODEL.WEIGHTS`` file, an unregistered dataset name, or a
+    ``MODEL.BMP.NUM_CLASSES`` that differs from a dataset's class count (metadata only).
 
     ``MODEL.WEIGHTS`` is not needed when ``resume`` finds a checkpoint in ``OUTPUT_DIR``; URLs and
     ``scheme://`` paths are left to detectron2's path manager.
@@ -162,5 +186,6 @@ def check_config(
     for key, name in datasets:
         if name not in registered:
             raise _dataset_error(name, key)
+        _check_num_classes(cfg, name, key)
     if not eval_only and not cfg.DATASETS.TRAIN:
         raise ConfigError("DATASETS.TRAIN is empty; name a registered training dataset.")

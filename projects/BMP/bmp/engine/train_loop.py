@@ -7,12 +7,13 @@ stop together instead of leaving the others waiting in the next all-reduce.
 """
 
 import math
-from typing import Dict, Mapping
+from typing import Any, Dict, Mapping
 
 import torch
 from detectron2.engine import AMPTrainer, SimpleTrainer
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
+from torch import nn
 
 __all__ = ["check_losses_finite", "BMPSimpleTrainer", "BMPAMPTrainer"]
 
@@ -35,13 +36,22 @@ def check_losses_finite(loss_dict: Mapping[str, torch.Tensor], iteration: int) -
             )
 
 
-class _FiniteLossMixin:
-    """Checks the loss dict between ``backward`` and ``optimizer.step`` (where trainers log it)."""
+def _check_training_losses(module: nn.Module, inputs: Any, outputs: Any) -> None:
+    """Forward hook: in training mode the model returns its loss dict; check it."""
+    if module.training and isinstance(outputs, Mapping):
+        check_losses_finite(outputs, get_event_storage().iter)
 
-    def _write_metrics(self, loss_dict, data_time, *args, **kwargs):
-        iteration = kwargs.get("iter")  # upstream detectron2 passes it when writing async
-        check_losses_finite(loss_dict, get_event_storage().iter if iteration is None else iteration)
-        super()._write_metrics(loss_dict, data_time, *args, **kwargs)
+
+class _FiniteLossMixin:
+    """Checks the loss dict right after the forward pass, before ``backward`` and the step.
+
+    The check is a forward hook on the model (a public torch API) rather than an override of
+    the trainer's private metric writer, whose signature differs between detectron2 versions.
+    """
+
+    def __init__(self, model: nn.Module, *args: Any, **kwargs: Any) -> None:
+        super().__init__(model, *args, **kwargs)
+        self._loss_check = model.register_forward_hook(_check_training_losses)
 
 
 class BMPSimpleTrainer(_FiniteLossMixin, SimpleTrainer):

@@ -1,4 +1,4 @@
-"""Losses of BMP (issue items 2, 5 and 7).
+"""Losses of BMP.
 
 Every per-pixel loss averages over the supervised (non-ignored) pixels and is exactly 0 -- not
 NaN -- when none is supervised, while staying connected to the graph, so a batch whose pseudo
@@ -14,7 +14,7 @@ from torch import Tensor
 __all__ = ["classification_loss", "c2s_loss", "s2c_loss", "affinity_loss"]
 
 _C2S_MODES = ("mlsm", "ce")
-_S2C_MODES = ("ce", "bce")
+_S2C_MODES = ("ce", "mlsm")
 
 
 def _err(where: str, msg: str) -> ValueError:
@@ -94,16 +94,15 @@ def s2c_loss(
     """Segmentation-to-classification loss on the CAM logits ``(B, K, H, W)``.
 
     ``labels`` are Y_s - 1 in 0..K-1 (foreground only) or ``ignore_index``. ``"ce"`` (the
-    authors') is cross-entropy over the K CAM channels; ``"bce"`` is the binary cross-entropy of
-    every channel against the one-hot label, averaged over channels, then over pixels.
+    authors') is cross-entropy over the K CAM channels; ``"mlsm"`` is the per-pixel multi-label
+    soft margin against the one-hot label (the binary cross-entropy of every channel, averaged over
+    channels, then over pixels), the same form as c2s's ``"mlsm"``.
     """
     if mode not in _S2C_MODES:
         raise _err(
             "s2c_loss", f"mode (MODEL.BMP.S2C.LOSS) must be one of {_S2C_MODES}, got {mode!r}"
         )
-    return _dense_loss(
-        "s2c_loss", cam_logits, labels, "ce" if mode == "ce" else "mlsm", ignore_index
-    )
+    return _dense_loss("s2c_loss", cam_logits, labels, mode, ignore_index)
 
 
 def affinity_loss(affinity: Tensor, aff_labels: Tensor, ignore_index: int = 255) -> Tensor:

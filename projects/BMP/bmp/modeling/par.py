@@ -173,13 +173,15 @@ class PAR(nn.Module):
             maps = out
         return maps
 
-    def forward(self, image: Tensor, maps: Tensor) -> Tensor:
+    def forward(self, image: Tensor, maps: Tensor, affinity: Tensor | None = None) -> Tensor:
+        """Refine ``maps`` along ``image``; ``affinity`` is ``self.affinity(image)`` if the caller
+        already has it (several refinements of one image share it)."""
         _check_inputs(image, maps)
         dtype = torch.promote_types(_as_float(image).dtype, _as_float(maps).dtype)
         image, maps = image.to(dtype), maps.to(dtype)
         if tuple(maps.shape[-2:]) != tuple(image.shape[-2:]):
             maps = F.interpolate(maps, size=image.shape[-2:], mode="bilinear", align_corners=True)
-        return self.propagate(maps, self.affinity(image))
+        return self.propagate(maps, self.affinity(image) if affinity is None else affinity)
 
 
 def par_refine(

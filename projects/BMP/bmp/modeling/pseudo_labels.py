@@ -97,6 +97,31 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+AffinityCache = dict[tuple, Tensor]
+
+
+def _refine(
+    par: PAR,
+    image: Tensor,
+    maps: Tensor,
+    key: tuple,
+    cache: AffinityCache | None,
+) -> Tensor:
+    """``par(image, maps)``, reusing the colour affinity of an image already refined.
+
+    PAR labels and BSP labels refine the same images at the same size; their colour affinity is
+    the same, and it costs as much as the propagation. ``key`` names the images (batch indices and
+    crop box); ``cache`` (one dict per batch, or None) keeps the affinity between the two calls.
+    """
+    image = image.detach().float()
+    if cache is None:
+        return par(image, maps)
+    key = (*key, tuple(image.shape))
+    if key not in cache:
+        cache[key] = par.affinity(image)
+    return par(image, maps, affinity=cache[key])
+
+
 def _slots_to_labels(slot: Tensor, ids: Tensor) -> Tensor:
     """Map per-pixel slot indices ``(B, H, W)`` back to channel ids 0..K."""
     b = slot.shape[0]
@@ -114,6 +139,7 @@ def par_pseudo_labels(
     bg_low: float = 0.35,
     refine_scale: float = 0.5,
     ignore_index: int = 255,
+    affinity_cache: AffinityCache | None = None,
 ) -> Tensor:
     """PAR-refined CAM labels with the two-threshold background rule: ``(B, H, W)``.
 
@@ -123,6 +149,7 @@ def par_pseudo_labels(
     softmax over background + present classes taken, then PAR runs on the resized image, and the
     refined maps are resized back for the argmax. Where the high-threshold run says background the
     label is ignored, unless the low-threshold run says background too; padding is ignored.
+    ``affinity_cache`` shares PAR's colour affinity with :func:`bsp_pseudo_labels`.
     """
     valid = _check_common("par_pseudo_labels", cams, cls_label, valid_mask, image)
     b, _, h, w = cams.shape
@@ -136,7 +163,8 @@ def par_pseudo_labels(
         run[:, 0] = thresh  # slot 0 is background in every image
         runs.append(torch.softmax(run, dim=1))
     m = ids.shape[1]
-    refined = par(_resize(image.detach().float(), size), torch.cat(runs, dim=1))
+    key = (tuple(range(b)), (0, h, 0, w))
+    refined = _refine(par, _resize(image, size), torch.cat(runs, dim=1), key, affinity_cache)
     refined = _resize(refined, (h, w))
     # max(dim=1).indices, not argmax(dim=1): same first-maximum rule, ~6x faster on CPU for a
     # reduction over a non-innermost dimension.
@@ -175,6 +203,7 @@ def bsp_pseudo_labels(
     sigma_c: float = 0.5,
     refine_scale: float = 0.5,
     ignore_index: int = 255,
+    affinity_cache: AffinityCache | None = None,
 ) -> Tensor:
     """Background-aware propagation labels: ``(B, H, W)``.
 
@@ -186,7 +215,8 @@ def bsp_pseudo_labels(
     ``align_corners=True``), and the refined maps come back to the box size. Pixels whose winning
     refined score is below ``sigma_c`` are ignored, as is everything outside the box. ``sigma_c``
     is compared with PAR's output as it is, so it depends on ``par.normalize`` (see
-    :mod:`bmp.modeling.par`). Images that share a box are refined in one batched call.
+    :mod:`bmp.modeling.par`). Images that share a box are refined in one batched call;
+    ``affinity_cache`` shares PAR's colour affinity with :func:`par_pseudo_labels`.
     """
     valid = _check_common("bsp_pseudo_labels", cams, cls_label, valid_mask, image)
     b, _, h, w = cams.shape
@@ -211,7 +241,9 @@ def bsp_pseudo_labels(
         idx = torch.tensor(members, device=cams.device)
         box_size = (y1 - y0, x1 - x0)
         small = _resize(image[idx, :, y0:y1, x0:x1], _refine_size(*box_size, refine_scale))
-        refined = _resize(par(small, scores[idx, :, y0:y1, x0:x1]), box_size)
+        maps = scores[idx, :, y0:y1, x0:x1]
+        refined = _refine(par, small, maps, (tuple(members), (y0, y1, x0, x1)), affinity_cache)
+        refined = _resize(refined, box_size)
         best, slot = refined.max(dim=1)
         box_labels = _slots_to_labels(slot, ids[idx])
         labels[idx, y0:y1, x0:x1] = box_labels.masked_fill(best < sigma_c, ignore_index)

@@ -1,31 +1,34 @@
-"""Dataset registration: importing this registers every BMP dataset (cheap, no file I/O)."""
+"""Dataset registration: importing this registers every BMP dataset (cheap, no file I/O).
 
-from . import coco, coco_mini, common, synthetic, voc  # coco_mini registers itself on import
-from .common import (
+One small ``register_*.py`` per dataset family, each built on :mod:`.split`.
+"""
+
+from .register_coco import register_all_coco
+from .register_coco_mini import register_all_coco_mini
+from .register_synthetic import ensure_default_synthetic, register_all_synthetic
+from .register_voc import register_all_voc
+from .split import (
+    IGNORE_LABEL,
+    SplitLayout,
     dataset_root,
     load_dataset_dicts,
-    read_image_labels,
-    read_split_file,
-    register_sem_seg_dataset,
+    load_split,
+    register_split,
     registered_bmp_datasets,
-    write_image_labels,
 )
 
 __all__ = [
+    "IGNORE_LABEL",
+    "SplitLayout",
     "dataset_root",
+    "ensure_default_synthetic",
     "load_dataset_dicts",
-    "read_image_labels",
-    "read_split_file",
-    "register_sem_seg_dataset",
+    "load_split",
+    "register_split",
     "registered_bmp_datasets",
-    "write_image_labels",
-    "coco",
-    "coco_mini",
-    "common",
-    "synthetic",
-    "voc",
 ]
 
-voc.register_all_voc()
-coco.register_all_coco()
-synthetic.register_all_synthetic()
+register_all_voc()
+register_all_coco()
+register_all_synthetic()
+register_all_coco_mini()

@@ -203,6 +203,37 @@ class MiTBlock(nn.Module):
         return x, logits
 
 
+def _check_arch(
+    embed_dims: Sequence[int],
+    num_heads: Sequence[int],
+    depths: Sequence[int],
+    sr_ratios: Sequence[int],
+    patch_strides: Sequence[int],
+    attn_blocks: int,
+) -> None:
+    """Errors naming the MODEL.MIT key of an architecture MixTransformer cannot build."""
+    lists = dict(
+        EMBED_DIMS=embed_dims,
+        NUM_HEADS=num_heads,
+        DEPTHS=depths,
+        SR_RATIOS=sr_ratios,
+        PATCH_STRIDES=patch_strides,
+    )
+    for key, value in lists.items():
+        if len(value) != 4:
+            raise ValueError(f"MODEL.MIT.{key} must have 4 entries (one per stage), got {value}")
+    if not 0 <= attn_blocks <= depths[3]:
+        raise ValueError(
+            f"MODEL.MIT.ATTN_BLOCKS={attn_blocks} must be between 0 and the last stage's depth "
+            f"({depths[3]})"
+        )
+    if attn_blocks > 0 and sr_ratios[3] != 1:
+        raise ValueError(
+            "Attention logits for the affinity head need square N x N maps: set "
+            f"MODEL.MIT.SR_RATIOS[3] to 1 (got {sr_ratios[3]}) or MODEL.MIT.ATTN_BLOCKS to 0"
+        )
+
+
 class MixTransformer(Backbone):
     """Four-stage MiT encoder.
 
@@ -232,60 +263,31 @@ class MixTransformer(Backbone):
         out_features: Sequence[str] = ("mit1", "mit2", "mit3", "mit4"),
     ) -> None:
         super().__init__()
-        lists = dict(
-            EMBED_DIMS=embed_dims,
-            NUM_HEADS=num_heads,
-            DEPTHS=depths,
-            SR_RATIOS=sr_ratios,
-            PATCH_STRIDES=patch_strides,
-        )
-        for key, value in lists.items():
-            if len(value) != 4:
-                raise ValueError(
-                    f"MODEL.MIT.{key} must have 4 entries (one per stage), got {value}"
-                )
-        if not 0 <= attn_blocks <= depths[3]:
-            raise ValueError(
-                f"MODEL.MIT.ATTN_BLOCKS={attn_blocks} must be between 0 and the last stage's depth "
-                f"({depths[3]})"
-            )
-        if attn_blocks > 0 and sr_ratios[3] != 1:
-            raise ValueError(
-                "Attention logits for the affinity head need square N x N maps: set "
-                f"MODEL.MIT.SR_RATIOS[3] to 1 (got {sr_ratios[3]}) or MODEL.MIT.ATTN_BLOCKS to 0"
-            )
+        _check_arch(embed_dims, num_heads, depths, sr_ratios, patch_strides, attn_blocks)
         self.num_stages = 4
         self.attn_blocks = attn_blocks
         self.num_attention_maps = attn_blocks * num_heads[3]
 
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
-        cursor = 0
-        stride = 1
         self._out_feature_channels: Dict[str, int] = {}
         self._out_feature_strides: Dict[str, int] = {}
-        prev_dim = in_chans
+        prev_dim, stride = in_chans, 1
         for i in range(4):
-            kernel = 7 if i == 0 else 3
+            start = sum(depths[:i])
             setattr(
                 self,
                 f"patch_embed{i + 1}",
-                OverlapPatchEmbed(prev_dim, embed_dims[i], kernel, patch_strides[i]),
+                OverlapPatchEmbed(prev_dim, embed_dims[i], 7 if i == 0 else 3, patch_strides[i]),
             )
             blocks = [
                 MiTBlock(
-                    embed_dims[i],
-                    num_heads[i],
-                    mlp_ratio,
-                    sr_ratios[i],
-                    qkv_bias,
-                    dpr[cursor + j],
-                    norm_eps,
-                )
+                    embed_dims[i], num_heads[i], mlp_ratio, sr_ratios[i], qkv_bias,
+                    dpr[start + j], norm_eps,
+                )  # fmt: skip
                 for j in range(depths[i])
             ]
             setattr(self, f"block{i + 1}", nn.ModuleList(blocks))
             setattr(self, f"norm{i + 1}", nn.LayerNorm(embed_dims[i], eps=norm_eps))
-            cursor += depths[i]
             stride *= patch_strides[i]
             self._out_feature_channels[f"mit{i + 1}"] = embed_dims[i]
             self._out_feature_strides[f"mit{i + 1}"] = stride

@@ -76,6 +76,12 @@ class SegFormerHead(nn.Module):
                 f"output (it has {list(input_shape)}); fix IN_FEATURES or the backbone's "
                 "OUT_FEATURES"
             )
+        if cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES < 1:
+            raise ValueError(
+                f"MODEL.SEM_SEG_HEAD.NUM_CLASSES is {cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES}: it is "
+                "derived from MODEL.BMP.NUM_CLASSES by bmp.config.derive_keys(cfg), which "
+                "load_config and the BMP model call; call it before building the head alone"
+            )
         return {
             "input_shape": {n: input_shape[n] for n in names},
             "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,

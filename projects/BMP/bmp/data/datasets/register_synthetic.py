@@ -1,0 +1,48 @@
+"""Registration of the embedded synthetic dataset (see :mod:`bmp.data.synthetic`).
+
+Registering reads nothing and generates nothing: ``python datasets/prepare_synthetic_wsss.py``,
+the main job (``tools/run_default_job.py``) and the tests generate it with
+:func:`ensure_default_synthetic`; loading a split that is not there says so.
+"""
+
+import os
+
+from ..synthetic import (
+    CLASS_NAMES,
+    DEFAULT_NUM_TRAIN,
+    DEFAULT_NUM_VAL,
+    class_colors,
+    ensure_synthetic_wsss,
+)
+from .split import SplitLayout, dataset_root, register_split
+
+__all__ = ["SYNTHETIC_DIR", "register_all_synthetic", "ensure_default_synthetic"]
+
+SYNTHETIC_DIR = "synthetic_wsss"
+_HINT = "run `python datasets/prepare_synthetic_wsss.py` (or `make demo`, which does)"
+
+
+def ensure_default_synthetic(progress: bool = False) -> str:
+    """Generate the default dataset under the current datasets root unless it is there."""
+    out = os.path.join(dataset_root(), SYNTHETIC_DIR)
+    return ensure_synthetic_wsss(out, DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL, progress=progress)
+
+
+def register_all_synthetic() -> None:
+    """Register train (labels only), train with masks (seed evaluation) and val (masks)."""
+    lists = f"{SYNTHETIC_DIR}/ImageSets/Segmentation"
+    for name, split, masks, train in (
+        ("synthetic_wsss_train", "train", False, True),
+        ("synthetic_wsss_train_sem_seg", "train", True, False),
+        ("synthetic_wsss_val_sem_seg", "val", True, False),
+    ):
+        layout = SplitLayout(
+            image_dir=f"{SYNTHETIC_DIR}/JPEGImages",
+            split_file=f"{lists}/{split}.txt",
+            label_file=f"{SYNTHETIC_DIR}/image_labels.txt",
+            mask_dir=f"{SYNTHETIC_DIR}/SegmentationClass" if masks else None,
+            sizes_file=f"{SYNTHETIC_DIR}/image_sizes.txt",
+        )
+        register_split(
+            name, layout, CLASS_NAMES, class_colors(), require_labels=train, prepare_hint=_HINT
+        )

@@ -1,0 +1,115 @@
+"""BMP's criterion: which losses are on at an iteration, and their weighted sum's terms.
+
+It owns the warm-up schedule, the switches, the loss weights (lambda) and the loss forms, so the
+meta-architecture only asks it for the phase and hands it the branch outputs and the targets.
+"""
+
+from __future__ import annotations
+
+from detectron2.config import CfgNode, configurable
+from torch import Tensor, nn
+
+from .losses import affinity_loss, c2s_loss, classification_loss, s2c_loss
+from .schedule import LossSchedule, Phase
+from .structures import BranchOutputs
+
+__all__ = ["BMPCriterion"]
+
+
+class BMPCriterion(nn.Module):
+    """cls + lambda_c2s * c2s + lambda_s2c * s2c + lambda_aff * aff, with warm-ups.
+
+    ``forward`` returns the four weighted terms ``loss_cls``, ``loss_c2s``, ``loss_s2c`` and
+    ``loss_aff``. Inactive terms are graph-connected zeros so every parameter is used every
+    iteration (plain DDP works) and the logs keep their keys.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        schedule: LossSchedule,
+        c2s_enabled: bool = True,
+        s2c_enabled: bool = True,
+        aff_enabled: bool = True,
+        bsp_enabled: bool = True,
+        lambda_c2s: float = 0.7,
+        lambda_s2c: float = 0.1,
+        lambda_aff: float = 0.1,
+        c2s_loss_mode: str = "mlsm",
+        s2c_loss_mode: str = "ce",
+        ignore_value: int = 255,
+    ) -> None:
+        super().__init__()
+        self.schedule = schedule
+        self.enabled = {"c2s": c2s_enabled, "s2c": s2c_enabled, "aff": aff_enabled}
+        self.bsp_enabled = bsp_enabled
+        self.weights = {"c2s": lambda_c2s, "s2c": lambda_s2c, "aff": lambda_aff}
+        self.c2s_loss_mode = c2s_loss_mode
+        self.s2c_loss_mode = s2c_loss_mode
+        self.ignore_value = ignore_value
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> dict:
+        bmp = cfg.MODEL.BMP
+        for key, value in (
+            ("MODEL.BMP.C2S.LOSS", bmp.C2S.LOSS),
+            ("MODEL.BMP.S2C.LOSS", bmp.S2C.LOSS),
+        ):
+            if value not in ("mlsm", "ce"):
+                raise ValueError(
+                    f"{key}={value!r} must be 'mlsm' (per-pixel multi-label soft margin, the "
+                    "authors' --loss_type BCE) or 'ce' (cross-entropy)"
+                )
+        return {
+            "schedule": LossSchedule(
+                c2s_start=bmp.C2S.START_ITER,
+                s2c_start=bmp.S2C.START_ITER,
+                aff_start=bmp.AFFINITY.START_ITER,
+                bsp_start=bmp.BSP.START_ITER,
+            ),
+            "c2s_enabled": bmp.C2S.ENABLED,
+            "s2c_enabled": bmp.S2C.ENABLED,
+            "aff_enabled": bmp.AFFINITY.ENABLED,
+            "bsp_enabled": bmp.BSP.ENABLED,
+            "lambda_c2s": bmp.LAMBDA_C2S,
+            "lambda_s2c": bmp.LAMBDA_S2C,
+            "lambda_aff": bmp.LAMBDA_AFF,
+            "c2s_loss_mode": bmp.C2S.LOSS,
+            "s2c_loss_mode": bmp.S2C.LOSS,
+            "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+        }
+
+    def phase(self, iteration: int) -> Phase:
+        s = self.schedule
+        return Phase(
+            c2s=self.enabled["c2s"] and s.c2s(iteration),
+            s2c=self.enabled["s2c"] and s.s2c(iteration),
+            aff=self.enabled["aff"] and s.aff(iteration),
+            bsp=self.bsp_enabled and s.bsp(iteration),
+        )
+
+    def forward(
+        self, main: BranchOutputs, targets: dict[str, Tensor], cls_label: Tensor, phase: Phase
+    ) -> dict[str, Tensor]:
+        """Weighted loss terms; ``targets`` holds the labels of the active terms."""
+        ignore = self.ignore_value
+        losses = {"loss_cls": classification_loss(main.cls_logits, cls_label)}
+        if phase.c2s:
+            loss = c2s_loss(main.seg_up(), targets["c2s"], self.c2s_loss_mode, ignore)
+            losses["loss_c2s"] = self.weights["c2s"] * loss
+        else:
+            losses["loss_c2s"] = main.seg_logits.sum() * 0.0
+        if phase.s2c:
+            loss = s2c_loss(main.cam_up(), targets["s2c"], self.s2c_loss_mode, ignore)
+            losses["loss_s2c"] = self.weights["s2c"] * loss
+        else:
+            losses["loss_s2c"] = main.cam_logits.sum() * 0.0
+        if main.affinity is None:
+            losses["loss_aff"] = main.cls_logits.new_zeros(())
+        elif phase.aff:
+            loss = affinity_loss(main.affinity, targets["aff"], ignore)
+            losses["loss_aff"] = self.weights["aff"] * loss
+        else:
+            losses["loss_aff"] = main.affinity.sum() * 0.0
+        return losses

@@ -1,0 +1,186 @@
+"""BMP's pseudo-labeller: multi-scale maps, and every label built from them, in one place.
+
+It owns the scales and flip of the no-grad passes, PAR and every threshold. Training targets
+(c2s, s2c, affinity) and evaluation seeds (CAM, PAR, BSP) are built by the same
+:meth:`PseudoLabeller.seed`, so a seed scored at evaluation is exactly a label the model trains on.
+The model's forward is passed in as a callable; the labeller never sees the meta-architecture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from detectron2.config import CfgNode, configurable
+from torch import Tensor, nn
+from torch.profiler import record_function
+
+from .multiscale import multiscale_logits
+from .par import PAR
+from .pseudo_labels import (
+    affinity_labels,
+    bsp_pseudo_labels,
+    cam_seed_labels,
+    par_pseudo_labels,
+    s2c_labels,
+)
+from .schedule import Phase
+from .structures import Batch, BranchOutputs
+
+__all__ = ["PseudoLabeller", "FusedMaps", "SEED_KINDS"]
+
+SEED_KINDS = ("cam", "par", "bsp")
+
+Forward = Callable[[Tensor, bool], BranchOutputs]
+
+
+@dataclass
+class FusedMaps:
+    """Min-max normalised multi-scale CAMs ``(B, K, H, W)`` and segmentation maps
+    ``(B, K + 1, H, W)``."""
+
+    cams: Tensor
+    segs: Tensor | None
+
+
+class PseudoLabeller(nn.Module):
+    """Builds the maps, targets and seeds of BMP without gradient (see the module docstring)."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        par: PAR,
+        scales: tuple[float, ...] = (1.0, 0.5, 1.5),
+        flip: bool = True,
+        bg_thresh_high: float = 0.55,
+        bg_thresh_low: float = 0.35,
+        refine_scale: float = 0.5,
+        sigma_c: float = 0.5,
+        sigma_s: float = 0.75,
+        aff_radius: int = 8,
+        cam_bg_thresh: float = 0.55,
+        ignore_value: int = 255,
+    ) -> None:
+        super().__init__()
+        if not scales:
+            raise ValueError("MODEL.BMP.PSEUDO.SCALES must list at least one scale (e.g. [1.0])")
+        self.par = par
+        self.scales = tuple(float(s) for s in scales)
+        self.flip = flip
+        self.bg_thresh_high = bg_thresh_high
+        self.bg_thresh_low = bg_thresh_low
+        self.refine_scale = refine_scale
+        self.sigma_c = sigma_c
+        self.sigma_s = sigma_s
+        self.aff_radius = aff_radius
+        self.cam_bg_thresh = cam_bg_thresh
+        self.ignore_value = ignore_value
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> dict:
+        bmp = cfg.MODEL.BMP
+        return {
+            "par": PAR(
+                dilations=tuple(bmp.PAR.DILATIONS),
+                num_iter=bmp.PAR.NUM_ITER,
+                color_temperature=bmp.PAR.COLOR_TEMPERATURE,
+                pos_weight=bmp.PAR.POS_WEIGHT,
+                normalize=bmp.PAR.NORMALIZE,
+            ),
+            "scales": tuple(bmp.PSEUDO.SCALES),
+            "flip": bmp.PSEUDO.FLIP,
+            "bg_thresh_high": bmp.PSEUDO.BG_THRESH_HIGH,
+            "bg_thresh_low": bmp.PSEUDO.BG_THRESH_LOW,
+            "refine_scale": bmp.PSEUDO.REFINE_SCALE,
+            "sigma_c": bmp.BSP.SIGMA_C,
+            "sigma_s": bmp.S2C.SIGMA_S,
+            "aff_radius": bmp.AFFINITY.RADIUS,
+            "cam_bg_thresh": cfg.TEST.BMP.CAM_BG_THRESH,
+            "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+        }
+
+    def maps(
+        self, forward: Forward, batch: Batch, main: BranchOutputs, with_seg: bool
+    ) -> FusedMaps:
+        """Fused multi-scale + flip maps of ``batch``; ``main`` is the pass already made on it."""
+        passes = multiscale_logits(forward, batch.x, main, self.scales, self.flip, with_seg)
+        segs = passes.fused_segs(batch.size, self.flip) if with_seg else None
+        return FusedMaps(passes.fused_cams(batch.size, self.flip), segs)
+
+    def seed(
+        self,
+        kind: str,
+        maps: FusedMaps,
+        cls_label: Tensor,
+        batch: Batch,
+        affinity_cache: dict | None = None,
+    ) -> Tensor:
+        """One kind of seed ``(B, H, W)``: ``"cam"`` (thresholded CAM), ``"par"`` (PAR-refined,
+        two background thresholds) or ``"bsp"`` (background from the segmentation branch).
+
+        Seeds of one batch that share ``affinity_cache`` (a dict) compute PAR's colour affinity
+        of each image once."""
+        ignore, image01, valid = self.ignore_value, batch.images / 255.0, batch.valid
+        with record_function(f"bmp.pseudo_labels.{kind}"):
+            if kind == "cam":
+                return cam_seed_labels(maps.cams, cls_label, valid, self.cam_bg_thresh, ignore)
+            if kind == "par":
+                return par_pseudo_labels(
+                    maps.cams, cls_label, image01, valid, self.par, self.bg_thresh_high,
+                    self.bg_thresh_low, self.refine_scale, ignore, affinity_cache,
+                )  # fmt: skip
+            if kind == "bsp":
+                if maps.segs is None:
+                    raise ValueError("PseudoLabeller.seed('bsp') needs maps built with_seg=True")
+                return bsp_pseudo_labels(
+                    maps.segs[:, :1], maps.cams, cls_label, image01, valid, self.par,
+                    self.sigma_c, self.refine_scale, ignore, affinity_cache,
+                )  # fmt: skip
+        raise ValueError(f"PseudoLabeller.seed: kind must be one of {SEED_KINDS}, got {kind!r}")
+
+    @torch.no_grad()
+    def training_targets(
+        self, forward: Forward, batch: Batch, main: BranchOutputs, phase: Phase
+    ) -> dict[str, Tensor]:
+        """Targets of the losses active in ``phase``: ``"c2s"``, ``"s2c"``, ``"aff"``.
+
+        Only the work they need is done: no multi-scale pass before the warm-ups, no
+        segmentation maps before BSP, and s2c alone reads the main pass only.
+        """
+        targets: dict[str, Tensor] = {}
+        if phase.needs_maps:
+            maps, cache, labels = (
+                self.maps(forward, batch, main, phase.needs_bsp),
+                {},
+                batch.cls_label,
+            )
+            par = self.seed("par", maps, labels, batch, cache) if phase.needs_par else None
+            if phase.c2s:
+                targets["c2s"] = self.seed("bsp", maps, labels, batch, cache) if phase.bsp else par
+            if phase.aff:
+                targets["aff"] = self._affinity_targets(par, main)
+        if phase.s2c:
+            seg = main.seg_up().detach().float()
+            targets["s2c"] = s2c_labels(seg, batch.valid, self.sigma_s, self.ignore_value)
+        return targets
+
+    def _affinity_targets(self, par_labels: Tensor, main: BranchOutputs) -> Tensor:
+        grid = tuple(main.cam_logits.shape[-2:])
+        n = main.affinity.shape[-1]
+        if grid[0] * grid[1] != n:
+            raise ValueError(
+                f"attention has {n} tokens but the classifier's feature map is {grid[0]}x{grid[1]}:"
+                " the affinity head needs MODEL.BMP.CLS_IN_FEATURE to be the last stage"
+            )
+        with record_function("bmp.pseudo_labels.aff"):
+            return affinity_labels(par_labels, grid, self.aff_radius, self.ignore_value)
+
+    @torch.no_grad()
+    def seeds(
+        self, forward: Forward, batch: Batch, main: BranchOutputs, presence: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Normalised multi-scale CAMs and every kind of seed, for classes ``presence`` (B, K)."""
+        maps, cache = self.maps(forward, batch, main, with_seg=True), {}
+        return maps.cams, {k: self.seed(k, maps, presence, batch, cache) for k in SEED_KINDS}

@@ -1,0 +1,77 @@
+"""BMP's criterion (bmp.modeling.criterion): phases, weights, graph-connected zeros."""
+
+import pytest
+import torch
+
+from bmp.modeling.criterion import BMPCriterion
+from bmp.modeling.losses import affinity_loss, c2s_loss, classification_loss, s2c_loss
+from bmp.modeling.schedule import LossSchedule, Phase
+from bmp.modeling.structures import BranchOutputs
+
+IGN = 255
+
+
+def _criterion(**kwargs):
+    schedule = LossSchedule(c2s_start=10, s2c_start=20, aff_start=30, bsp_start=40)
+    return BMPCriterion(schedule=schedule, **kwargs)
+
+
+def _outputs(with_affinity=True):
+    gen = torch.Generator().manual_seed(0)
+    cls = torch.randn(2, 3, generator=gen, requires_grad=True)
+    cam = torch.randn(2, 3, 2, 2, generator=gen, requires_grad=True)
+    seg = torch.randn(2, 4, 2, 2, generator=gen, requires_grad=True)
+    aff = torch.rand(2, 4, 4, generator=gen, requires_grad=True) if with_affinity else None
+    return BranchOutputs(cls, cam, seg, aff, (4, 4))
+
+
+def test_phase_follows_the_schedule_and_the_switches():
+    c = _criterion()
+    assert c.phase(5) == Phase(False, False, False, False)
+    assert c.phase(25) == Phase(True, True, False, False)
+    assert c.phase(45) == Phase(True, True, True, True)
+    off = _criterion(s2c_enabled=False, aff_enabled=False, bsp_enabled=False)
+    assert off.phase(45) == Phase(True, False, False, False)
+    assert Phase(True, False, True, True).needs_par and Phase(True, False, True, True).needs_bsp
+    assert not Phase(False, True, False, True).needs_maps  # s2c reads the main pass only
+
+
+def test_forward_weights_each_active_term():
+    c = _criterion(lambda_c2s=0.7, lambda_s2c=0.2, lambda_aff=0.3, c2s_loss_mode="ce")
+    out = _outputs()
+    gen = torch.Generator().manual_seed(1)
+    cls_label = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    targets = {
+        "c2s": torch.randint(0, 4, (2, 4, 4), generator=gen),
+        "s2c": torch.randint(0, 3, (2, 4, 4), generator=gen),
+        "aff": torch.randint(0, 2, (2, 4, 4), generator=gen).to(torch.uint8),
+    }
+    targets["s2c"][0, 0] = IGN
+    losses = c(out, targets, cls_label, Phase(True, True, True, True))
+    torch.testing.assert_close(losses["loss_cls"], classification_loss(out.cls_logits, cls_label))
+    torch.testing.assert_close(
+        losses["loss_c2s"], 0.7 * c2s_loss(out.seg_up(), targets["c2s"], "ce")
+    )
+    torch.testing.assert_close(losses["loss_s2c"], 0.2 * s2c_loss(out.cam_up(), targets["s2c"]))
+    torch.testing.assert_close(
+        losses["loss_aff"], 0.3 * affinity_loss(out.affinity, targets["aff"])
+    )
+
+
+def test_inactive_terms_are_zeros_that_keep_every_output_in_the_graph():
+    c = _criterion()
+    out = _outputs()
+    losses = c(out, {}, torch.ones(2, 3), Phase(False, False, False, False))
+    assert [losses[k].item() for k in ("loss_c2s", "loss_s2c", "loss_aff")] == [0.0] * 3
+    sum(losses.values()).backward()
+    for t in (out.cls_logits, out.cam_logits, out.seg_logits, out.affinity):
+        assert t.grad is not None
+    no_aff = c(
+        _outputs(with_affinity=False), {}, torch.ones(2, 3), Phase(False, False, True, False)
+    )
+    assert no_aff["loss_aff"].item() == 0.0
+
+
+def test_missing_target_of_an_active_term_is_an_error():
+    with pytest.raises(KeyError, match="c2s"):
+        _criterion()(_outputs(), {}, torch.ones(2, 3), Phase(True, False, False, False))
