@@ -24,7 +24,8 @@ from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from bmp.engine import BMPTrainer, ConfigError, check_config, load_config
+from bmp.config import ConfigError, check_config, load_config
+from bmp.engine import BMPTrainer
 
 logger = logging.getLogger("bmp.train_net")
 

@@ -70,7 +70,7 @@ def write_panels_of(run_dir: Path, out_dir: Path) -> list[str]:
     """Panels of ``PANEL_IMAGES`` val photos spread over the set, from a run's final weights."""
     from detectron2.data import DatasetCatalog
 
-    from bmp.engine import load_config
+    from bmp.config import load_config
     from bmp.visualization import BMPPredictor, write_panels
 
     weights = str(run_dir / "model_final.pth")

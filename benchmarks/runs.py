@@ -151,7 +151,7 @@ TRAINING_SEED = "training_seed"
 
 
 def _load(variant: Variant):
-    from bmp.engine import load_config
+    from bmp.config import load_config
 
     return load_config(str(REPO / variant.config))
 

@@ -36,7 +36,7 @@ import torch
 def measure(run_dir: Path, batches: int) -> Dict[str, float]:
     from detectron2.checkpoint import DetectionCheckpointer
 
-    from bmp.engine import load_config
+    from bmp.config import load_config
     from bmp.engine.trainer import BMPTrainer
     from bmp.modeling.losses import s2c_loss
     from bmp.modeling.schedule import Phase
@@ -93,7 +93,7 @@ def warmup_trace(run_dir: Path, s2c: bool, until: int, scratch: Path) -> List[Di
     from detectron2.utils.env import seed_all_rng
     from detectron2.utils.events import get_event_storage
 
-    from bmp.engine import load_config
+    from bmp.config import load_config
     from bmp.engine.trainer import BMPTrainer
 
     ckpt = run_dir / "model_0000499.pth"

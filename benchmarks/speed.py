@@ -63,7 +63,7 @@ def _build(spec: dict[str, Any], training: bool):
     import torch
     from detectron2.modeling import build_model
 
-    from bmp.engine import load_config
+    from bmp.config import load_config
 
     opts = ["MODEL.DEVICE", spec["device"], "MODEL.SEM_SEG_HEAD.NORM", "BN"]
     opts += ["TEST.BMP.EXTRA_OUTPUTS", "False"]  # plain predictions: no CAMs and seeds

@@ -14,7 +14,7 @@ from typing import List, Optional
 from detectron2.utils.logger import setup_logger
 
 import bmp  # noqa: F401  (registers the model and the datasets' metadata)
-from bmp.engine import ConfigError, load_config
+from bmp.config import ConfigError, load_config
 from bmp.visualization import BMPPredictor, write_panels
 
 

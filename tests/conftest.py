@@ -1,5 +1,6 @@
 """Shared pytest setup: deterministic, quiet, and never touching the user's dataset folders."""
 
+import logging
 import os
 
 import pytest
@@ -16,6 +17,22 @@ def _private_datasets_root(tmp_path_factory):
         del os.environ["DETECTRON2_DATASETS"]
     else:
         os.environ["DETECTRON2_DATASETS"] = saved
+
+
+def _all_loggers():
+    named = [v for v in logging.root.manager.loggerDict.values() if isinstance(v, logging.Logger)]
+    return [logging.root] + named
+
+
+@pytest.fixture(autouse=True)
+def _drop_log_handlers_added_by_the_test():
+    """detectron2's ``setup_logger`` attaches handlers to the stream pytest captured for one test;
+    left in place, a later test's logging writes to that closed stream."""
+    before = {id(lg): set(lg.handlers) for lg in _all_loggers()}
+    yield
+    for lg in _all_loggers():
+        for handler in set(lg.handlers) - before.get(id(lg), set()):
+            lg.removeHandler(handler)
 
 
 @pytest.fixture(autouse=True)

@@ -126,7 +126,7 @@ BMP_CONFIGS = sorted(
 @pytest.mark.parametrize("config", BMP_CONFIGS)
 def test_every_shipped_config_builds_its_model(config, monkeypatch):
     """A fresh process would only `import bmp`: each config must build from that alone."""
-    from bmp.engine import load_config
+    from bmp.config import load_config
     from bmp.engine.trainer import BMPTrainer
 
     cfg = load_config(config, ["MODEL.WEIGHTS", ""], freeze=False)

@@ -86,7 +86,7 @@ def test_cli_exit_code_for_a_bad_key(tmp_path):
     err = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert err == [
         "error: command-line opts: unknown config key 'SOLVER.MAX_ITR' (did you mean "
-        "'SOLVER.MAX_ITER'?); every key is defined in projects/BMP/bmp/config.py or "
+        "'SOLVER.MAX_ITER'?); every key is defined in projects/BMP/bmp/config/keys.py or "
         "detectron2's defaults."
     ]
 

@@ -47,8 +47,8 @@ sys.path.insert(0, str(REPO / "tools"))
 
 from convert_bmp_official import official_to_bmp_d2, strip_module_prefix  # noqa: E402
 
+from bmp.config import load_config  # noqa: E402
 from bmp.data.image_io import read_image_rgb  # noqa: E402
-from bmp.engine.defaults import load_config  # noqa: E402
 from bmp.modeling import with_test_time_augmentation  # noqa: E402
 
 DEFAULT_COCO_MINI = REPO.parent / "shared" / "data" / "coco_mini"

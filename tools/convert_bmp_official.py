@@ -18,7 +18,7 @@ import sys
 from collections import OrderedDict
 from typing import Any, List, Mapping, Tuple
 
-from bmp.engine.checkpoint import CheckpointFormatError, load_state_dict_file, save_d2_checkpoint
+from bmp.utils.weights import CheckpointFormatError, load_state_dict_file, save_d2_checkpoint
 
 # (their pattern, our template). Patterns are anchored; groups carry over.
 THEIRS_TO_OURS: List[Tuple[str, str]] = [

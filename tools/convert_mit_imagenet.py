@@ -18,7 +18,7 @@ import sys
 from collections import OrderedDict
 from typing import Any, List, Mapping, Sequence, Tuple
 
-from bmp.engine.checkpoint import CheckpointFormatError, load_state_dict_file, save_d2_checkpoint
+from bmp.utils.weights import CheckpointFormatError, load_state_dict_file, save_d2_checkpoint
 
 IMAGENET_HEAD_PREFIX = "head."
 
@@ -69,7 +69,7 @@ def backbone_state_dict(config_file: str, opts: Sequence[str] = ()) -> Mapping[s
     from detectron2.modeling import build_backbone
 
     import bmp  # noqa: F401  (registers the MiT backbone)
-    from bmp.engine.defaults import load_config
+    from bmp.config import load_config
 
     cfg = load_config(config_file, list(opts) + ["MODEL.DEVICE", "cpu"])
     backbone = build_backbone(cfg)

@@ -181,9 +181,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from detectron2.data import MetadataCatalog
 
     import bmp  # noqa: F401  (registers the model and the datasets)
+    from bmp.config import ConfigError, check_config, load_config
     from bmp.data import SemSegEvalMapper
     from bmp.data.datasets import load_dataset_dicts
-    from bmp.engine import ConfigError, check_config, load_config
     from bmp.evaluation.crf import CRFParams, require_crf
 
     try:

@@ -87,8 +87,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from detectron2.utils.logger import setup_logger
 
     import bmp  # noqa: F401  (registers the model and the datasets)
+    from bmp.config import ConfigError, check_config, load_config
     from bmp.data.datasets.register_synthetic import ensure_default_synthetic
-    from bmp.engine import BMPTrainer, ConfigError, check_config, load_config
+    from bmp.engine import BMPTrainer
     from bmp.evaluation import all_background_miou
 
     if args.fresh and os.path.isdir(args.output_dir):

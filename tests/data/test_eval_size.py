@@ -15,9 +15,9 @@ from detectron2.evaluation import (
 from PIL import Image
 
 import bmp  # noqa: F401
+from bmp.config import load_config
 from bmp.data import SemSegEvalMapper
 from bmp.data.eval_size import EvalImageSize, drop_small_images, scaled_size
-from bmp.engine.defaults import load_config
 from bmp.engine.trainer import BMPTrainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -9,7 +9,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from PIL import Image
 
-from bmp.engine import ConfigError, load_config
+from bmp.config import ConfigError, load_config
 from bmp.evaluation.crf import crf_available
 from bmp.visualization import TILE_TITLES, BMPPredictor, make_panel
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from bmp.engine import checkpoint as ckpt
-from bmp.engine.checkpoint import AtomicCheckpointer, atomic_torch_save
+from bmp.engine.checkpoint import AtomicCheckpointer
 
 
 def _model(value: float) -> nn.Module:
@@ -70,33 +70,10 @@ def test_crash_while_tagging_keeps_old_tag(tmp_path, monkeypatch):
     assert (tmp_path / "model_0000009.pth").exists()  # whole, just not tagged yet
 
 
-def test_atomic_torch_save_replaces_whole_file(tmp_path):
-    path = str(tmp_path / "x.pth")
-    atomic_torch_save({"a": torch.ones(3)}, path)
-    atomic_torch_save({"a": torch.zeros(3)}, path)
-    assert torch.equal(torch.load(path)["a"], torch.zeros(3))
-
-
 def test_no_save_dir_or_not_main_process_writes_nothing(tmp_path):
     AtomicCheckpointer(_model(1.0), "").save("m")
     AtomicCheckpointer(_model(1.0), str(tmp_path), save_to_disk=False).save("m")
     assert list(tmp_path.iterdir()) == []
-
-
-def test_state_dict_file_formats(tmp_path):
-    state = {"backbone.w": torch.arange(3.0)}
-    for name in ("a.pth", "a.pkl"):
-        ckpt.save_d2_checkpoint(state, str(tmp_path / name), "test")
-        loaded = ckpt.load_state_dict_file(str(tmp_path / name))
-        assert list(loaded) == ["backbone.w"]
-        assert torch.equal(torch.as_tensor(loaded["backbone.w"]), torch.arange(3.0))
-    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "nested.pth")
-    assert list(ckpt.load_state_dict_file(str(tmp_path / "nested.pth"))) == ["backbone.w"]
-    torch.save({"epoch": 3}, tmp_path / "empty.pth")
-    with pytest.raises(ckpt.CheckpointFormatError, match="empty.pth"):
-        ckpt.load_state_dict_file(str(tmp_path / "empty.pth"))
-    with pytest.raises(ckpt.CheckpointFormatError, match="does not exist"):
-        ckpt.load_state_dict_file(str(tmp_path / "missing.pth"))
 
 
 def test_leftover_temp_files_are_removed_on_start(tmp_path):

@@ -11,8 +11,8 @@ from detectron2.engine import launch
 from detectron2.utils import comm
 
 import bmp  # noqa: F401
+from bmp.config import load_config
 from bmp.data.synthetic import ensure_synthetic_wsss
-from bmp.engine.defaults import load_config
 from bmp.engine.trainer import BMPTrainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

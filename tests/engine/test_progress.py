@@ -107,13 +107,13 @@ def test_eval_progress_bar_counts_and_reports_nothing():
 
 
 def test_trainer_phases_follow_the_config(tmp_path):
-    from bmp.engine.defaults import load_config
-    from bmp.engine.trainer import _training_phases
+    from bmp.config import load_config
+    from bmp.engine.progress_hook import training_phases
 
     cfg = load_config("configs/synthetic/bmp_mit_tiny.yaml", [])
     bmp = cfg.MODEL.BMP
-    phases = _training_phases(cfg)
+    phases = training_phases(cfg)
     assert phases[bmp.BSP.START_ITER].endswith("bsp")
     assert "c2s" in phases[bmp.C2S.START_ITER]
     off = load_config("configs/synthetic/bmp_mit_tiny.yaml", ["MODEL.BMP.BSP.ENABLED", "False"])
-    assert all("bsp" not in name for name in _training_phases(off).values())
+    assert all("bsp" not in name for name in training_phases(off).values())

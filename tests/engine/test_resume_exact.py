@@ -8,8 +8,8 @@ import torch
 from detectron2.engine import hooks
 
 import bmp  # noqa: F401
+from bmp.config import load_config
 from bmp.data.synthetic import ensure_synthetic_wsss
-from bmp.engine.defaults import load_config
 from bmp.engine.trainer import BMPTrainer
 from bmp.seeding import seed_all
 

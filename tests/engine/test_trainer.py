@@ -11,10 +11,11 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 
 import bmp  # noqa: F401
+from bmp.config import load_config
 from bmp.data.synthetic import ensure_synthetic_wsss
-from bmp.engine.defaults import load_config
-from bmp.engine.trainer import BMPTrainer, GroupLRLogger, OutputGatedEvaluator
+from bmp.engine.trainer import BMPTrainer, GroupLRLogger
 from bmp.evaluation import SeedEvaluator
+from bmp.evaluation.build import OutputGatedEvaluator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "configs", "synthetic", "bmp_mit_tiny.yaml")

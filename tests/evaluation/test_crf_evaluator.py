@@ -6,7 +6,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
-from bmp.engine.defaults import load_config
+from bmp.config import load_config
 from bmp.engine.trainer import BMPTrainer
 from bmp.evaluation import SemSegSubmissionWriter, crf
 from bmp.evaluation.crf import CRFParams, crf_available

@@ -48,7 +48,7 @@ def test_missing_palette_or_output_is_an_error(tmp_path, test_split):
 
 
 def test_trainer_writes_submissions_for_splits_without_ground_truth(tmp_path, test_split):
-    from bmp.engine import load_config
+    from bmp.config import load_config
 
     cfg = load_config("configs/synthetic/bmp_mit_tiny.yaml", ["OUTPUT_DIR", str(tmp_path)])
     evaluators = BMPTrainer.build_evaluator(cfg, test_split)._evaluators

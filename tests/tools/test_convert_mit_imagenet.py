@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from bmp.engine.checkpoint import CheckpointFormatError
+from bmp.utils.weights import CheckpointFormatError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _spec = importlib.util.spec_from_file_location(

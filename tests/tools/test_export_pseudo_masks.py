@@ -13,10 +13,10 @@ from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.modeling import build_model
 from PIL import Image
 
+from bmp.config import load_config
 from bmp.data import SemSegEvalMapper
 from bmp.data.datasets.register_pseudo_masks import IDS_DIR, PALETTE_DIR, register_pseudo_masks
 from bmp.data.synthetic import ensure_synthetic_wsss
-from bmp.engine.defaults import load_config
 from bmp.evaluation import SeedEvaluator
 from bmp.evaluation.crf import crf_available
 

@@ -21,8 +21,8 @@ from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 from detectron2.utils.visualizer import Visualizer
 
+from .config import adapt_config_to_machine
 from .data.eval_size import EvalImageSize
-from .engine import adapt_config_to_machine
 from .evaluation.crf import CRFParams, require_crf
 from .evaluation.crf_evaluator import crf_refine_output
 from .modeling import with_test_time_augmentation

@@ -1,34 +1,14 @@
-"""Training and evaluation glue: trainer, train loop, solver wiring, checkpoints, config checks.
+"""Training: BMP's trainer, its hooks, checkpoints and multi-process glue."""
 
-``BMPTrainer`` is imported on first use so that the light helpers (checkpoint I/O, config
-checks) can be used by tools without building the data and evaluation stack.
-"""
-
-from .checkpoint import AtomicCheckpointer, atomic_torch_save, atomic_write
-from .defaults import ConfigError, adapt_config_to_machine, check_config, load_config
-from .eval_report import iou_table, write_eval_report
-from .train_loop import BMPAMPTrainer, BMPSimpleTrainer, check_losses_finite
+from .checkpoint import AtomicCheckpointer, DamagedCheckpointError
+from .finite_loss import add_finite_loss_check, check_losses_finite
+from .trainer import BMPTrainer, GroupLRLogger
 
 __all__ = [
     "AtomicCheckpointer",
-    "atomic_torch_save",
-    "atomic_write",
-    "ConfigError",
-    "adapt_config_to_machine",
-    "check_config",
-    "load_config",
-    "iou_table",
-    "write_eval_report",
-    "BMPAMPTrainer",
-    "BMPSimpleTrainer",
-    "check_losses_finite",
+    "DamagedCheckpointError",
     "BMPTrainer",
+    "GroupLRLogger",
+    "add_finite_loss_check",
+    "check_losses_finite",
 ]
-
-
-def __getattr__(name: str):
-    if name == "BMPTrainer":
-        from .trainer import BMPTrainer
-
-        return BMPTrainer
-    raise AttributeError(f"module 'bmp.engine' has no attribute '{name}'")

@@ -13,98 +13,15 @@ in truncated, say) with one warning line, resuming from the newest one that load
 import glob
 import os
 import pickle
-import re
 import zipfile
-from typing import IO, Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-__all__ = [
-    "atomic_write",
-    "atomic_torch_save",
-    "AtomicCheckpointer",
-    "CheckpointFormatError",
-    "DamagedCheckpointError",
-    "checkpoint_damage",
-    "remove_stale_temp_files",
-    "extract_state_dict",
-    "load_state_dict_file",
-    "save_d2_checkpoint",
-]
+from bmp.utils.file_io import atomic_torch_save, atomic_write, remove_stale_temp_files
 
-
-# ".<target name>.tmp<pid>": hidden, and tied to the process that writes it.
-_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.tmp(?P<pid>\d+)$")
-
-
-def _temp_path(path: str) -> str:
-    directory = os.path.dirname(os.path.abspath(path))
-    return os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def remove_stale_temp_files(directory: str) -> List[str]:
-    """Delete the temporary files that killed :func:`atomic_write` calls left in ``directory``.
-
-    A file whose writer process is still running is kept. Returns the removed paths.
-    """
-    removed = []
-    if not os.path.isdir(directory):
-        return removed
-    for name in sorted(os.listdir(directory)):
-        match = _TEMP_NAME.match(name)
-        if match is None or _process_alive(int(match["pid"])):
-            continue
-        path = os.path.join(directory, name)
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            continue
-        removed.append(path)
-    return removed
-
-
-def atomic_write(path: str, write_fn: Callable[[IO[bytes]], None]) -> None:
-    """Call ``write_fn`` on a temporary file in ``path``'s folder, then move it onto ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    try:  # make the rename itself durable; not all file systems allow opening a folder
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_torch_save(obj: Any, path: str) -> None:
-    """``torch.save`` that leaves either the old file or the complete new one at ``path``."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+__all__ = ["AtomicCheckpointer", "DamagedCheckpointError", "checkpoint_damage"]
 
 
 class DamagedCheckpointError(ValueError):
@@ -218,53 +135,3 @@ class AtomicCheckpointer(DetectionCheckpointer):
             return
         path = os.path.join(self.save_dir, "last_checkpoint")
         atomic_write(path, lambda f: f.write(last_filename_basename.encode()))
-
-
-class CheckpointFormatError(ValueError):
-    """A weights file that holds no state dict, or keys that cannot be mapped."""
-
-
-def extract_state_dict(obj: Any, path: str) -> Mapping[str, Any]:
-    """Accept a raw state dict or one nested under ``model`` / ``state_dict``."""
-    if isinstance(obj, Mapping):
-        for key in ("model", "state_dict"):
-            inner = obj.get(key)
-            if isinstance(inner, Mapping):
-                return inner
-        if obj and all(torch.is_tensor(v) or hasattr(v, "shape") for v in obj.values()):
-            return obj
-    raise CheckpointFormatError(
-        f"{path}: found no state dict (expected a dict of tensors, or one under 'model' or "
-        "'state_dict')."
-    )
-
-
-def load_state_dict_file(path: str) -> Mapping[str, Any]:
-    """Read the state dict of a ``.pth``/``.pt`` (torch) or ``.pkl`` (pickled numpy) file.
-
-    Full unpickling is allowed because third-party training checkpoints often store numpy
-    scalars or argparse namespaces next to the weights; only load files you trust.
-    """
-    if not os.path.isfile(path):
-        raise CheckpointFormatError(f"{path} does not exist.")
-    if path.endswith(".pkl"):
-        with open(path, "rb") as f:
-            return extract_state_dict(pickle.load(f, encoding="latin1"), path)
-    return extract_state_dict(torch.load(path, map_location="cpu", weights_only=False), path)
-
-
-def save_d2_checkpoint(state: Mapping[str, Any], path: str, author: str) -> None:
-    """Write ``{"model": state, "__author__": author}`` atomically, loadable as MODEL.WEIGHTS.
-
-    ``.pkl`` stores numpy arrays (detectron2's model-zoo format); any other suffix stores torch
-    tensors. Both load through ``DetectionCheckpointer`` without name-matching heuristics.
-    """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if path.endswith(".pkl"):
-        arrays = {
-            k: v.detach().cpu().numpy() if torch.is_tensor(v) else v for k, v in state.items()
-        }
-        data = {"model": arrays, "__author__": author, "matching_heuristics": False}
-        atomic_write(path, lambda f: pickle.dump(data, f))
-    else:
-        atomic_torch_save({"model": dict(state), "__author__": author}, path)

@@ -15,8 +15,10 @@ Two things detectron2 leaves to the project:
   after each step instead, before checkpoints and evaluations read them.
 """
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
+import detectron2.engine.defaults as d2_defaults
 import torch
 import torch.distributed as dist
 from detectron2.engine import create_ddp_model as d2_create_ddp_model
@@ -24,7 +26,13 @@ from detectron2.engine import hooks
 from detectron2.utils import comm
 from torch import nn
 
-__all__ = ["create_ddp_model", "unwrap_model", "broadcast_buffers", "BroadcastBuffers"]
+__all__ = [
+    "create_ddp_model",
+    "cpu_ddp_for_default_trainer",
+    "unwrap_model",
+    "broadcast_buffers",
+    "BroadcastBuffers",
+]
 
 
 def create_ddp_model(model: nn.Module, **kwargs: Any) -> nn.Module:
@@ -34,6 +42,23 @@ def create_ddp_model(model: nn.Module, **kwargs: Any) -> nn.Module:
         if first is None or first.device.type == "cpu":
             kwargs["device_ids"] = None
     return d2_create_ddp_model(model, **kwargs)
+
+
+@contextlib.contextmanager
+def cpu_ddp_for_default_trainer() -> Iterator[None]:
+    """While ``DefaultTrainer.__init__`` runs, let it wrap the model with :func:`create_ddp_model`.
+
+    The one shim of this project over detectron2 internals: ``DefaultTrainer.__init__`` calls the
+    ``create_ddp_model`` of its own module, which cannot build DDP for a CPU model (see the module
+    docstring). Swapping that name for the duration of the constructor keeps BMP's trainer a plain
+    subclass that only overrides ``build_*``, instead of a copy of detectron2's constructor.
+    """
+    saved = d2_defaults.create_ddp_model
+    d2_defaults.create_ddp_model = create_ddp_model
+    try:
+        yield
+    finally:
+        d2_defaults.create_ddp_model = saved
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

@@ -16,11 +16,24 @@ from collections import deque
 from statistics import median
 from typing import Deque, Dict, Mapping, Optional
 
+from detectron2.config import CfgNode
 from detectron2.engine import HookBase
 
-from .phase_eta import estimate_remaining, format_eta, phase_boundaries, phase_of
+from .phase_eta import estimate_remaining, format_eta, name_phases, phase_boundaries, phase_of
 
-__all__ = ["PhaseETAHook", "text_bar"]
+__all__ = ["PhaseETAHook", "text_bar", "training_phases"]
+
+
+def training_phases(cfg: CfgNode) -> Dict[int, str]:
+    """Start iteration -> name of each loss that switches on after the warm-up."""
+    bmp = cfg.MODEL.BMP
+    starts = {
+        "c2s": bmp.C2S.START_ITER if bmp.C2S.ENABLED else None,
+        "s2c": bmp.S2C.START_ITER if bmp.S2C.ENABLED else None,
+        "aff": bmp.AFFINITY.START_ITER if bmp.AFFINITY.ENABLED else None,
+        "bsp": bmp.BSP.START_ITER if bmp.BSP.ENABLED and bmp.C2S.ENABLED else None,
+    }
+    return name_phases({k: v for k, v in starts.items() if v is not None})
 
 
 def text_bar(fraction: float, width: int = 20) -> str:

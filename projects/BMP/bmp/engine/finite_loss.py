@@ -1,4 +1,4 @@
-"""Training steps that stop on the first non-finite loss and say which loss it was.
+"""Training that stops on the first non-finite loss and says which loss it was.
 
 detectron2's :class:`SimpleTrainer` only notices a NaN in the summed loss, on the main process,
 with a generic message. BMP has four losses whose warm-ups start at different iterations, so the
@@ -10,12 +10,11 @@ import math
 from typing import Any, Dict, Mapping
 
 import torch
-from detectron2.engine import AMPTrainer, SimpleTrainer
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
-__all__ = ["check_losses_finite", "BMPSimpleTrainer", "BMPAMPTrainer"]
+__all__ = ["check_losses_finite", "add_finite_loss_check"]
 
 
 def check_losses_finite(loss_dict: Mapping[str, torch.Tensor], iteration: int) -> None:
@@ -39,24 +38,18 @@ def check_losses_finite(loss_dict: Mapping[str, torch.Tensor], iteration: int) -
 def _check_training_losses(module: nn.Module, inputs: Any, outputs: Any) -> None:
     """Forward hook: in training mode the model returns its loss dict; check it."""
     if module.training and isinstance(outputs, Mapping):
-        check_losses_finite(outputs, get_event_storage().iter)
+        try:
+            iteration = get_event_storage().iter
+        except (AssertionError, IndexError):  # a bare forward outside a training loop
+            iteration = -1
+        check_losses_finite(outputs, iteration)
 
 
-class _FiniteLossMixin:
-    """Checks the loss dict right after the forward pass, before ``backward`` and the step.
+def add_finite_loss_check(model: nn.Module) -> nn.Module:
+    """Check every training forward's losses right after the forward, before ``backward``.
 
-    The check is a forward hook on the model (a public torch API) rather than an override of
-    the trainer's private metric writer, whose signature differs between detectron2 versions.
+    A forward hook (a public torch API) rather than a custom train loop or an override of the
+    trainer's private metric writer, whose signature differs between detectron2 versions.
     """
-
-    def __init__(self, model: nn.Module, *args: Any, **kwargs: Any) -> None:
-        super().__init__(model, *args, **kwargs)
-        self._loss_check = model.register_forward_hook(_check_training_losses)
-
-
-class BMPSimpleTrainer(_FiniteLossMixin, SimpleTrainer):
-    """detectron2's :class:`SimpleTrainer` with the per-loss finiteness check."""
-
-
-class BMPAMPTrainer(_FiniteLossMixin, AMPTrainer):
-    """detectron2's :class:`AMPTrainer` with the per-loss finiteness check."""
+    model.register_forward_hook(_check_training_losses)
+    return model

@@ -9,11 +9,11 @@ prediction and each seed), plus the raw results as JSON.
 import json
 import logging
 import os
-from typing import Dict, Mapping, Optional
+from typing import Mapping, Optional
 
-from bmp.evaluation import format_per_class_table
+from .tables import format_per_class_table
 
-__all__ = ["iou_table", "write_eval_report", "flatten_metrics"]
+__all__ = ["iou_table", "write_eval_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,16 +27,6 @@ def iou_table(results: Mapping[str, Mapping[str, float]]) -> str:
     if not any(str(m).startswith("IoU-") for v in groups.values() for m in v):
         return ""
     return format_per_class_table(groups, digits=2)
-
-
-def flatten_metrics(results: Mapping[str, Mapping[str, float]]) -> Dict[str, float]:
-    """``{"task/metric": value}`` (the names EventStorage and metrics.json use)."""
-    flat = {}
-    for task, metrics in results.items():
-        if isinstance(metrics, Mapping):
-            for k, v in metrics.items():
-                flat[f"{task}/{k}"] = v
-    return flat
 
 
 def write_eval_report(

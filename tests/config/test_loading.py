@@ -1,4 +1,4 @@
-"""bmp/engine/defaults.py: config mistakes become one clear ConfigError."""
+"""bmp/config/loading.py: config mistakes become one clear ConfigError."""
 
 import os
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import bmp  # noqa: F401  (registers datasets)
-from bmp.engine.defaults import (
+from bmp.config import (
     ConfigError,
     adapt_config_to_machine,
     check_config,

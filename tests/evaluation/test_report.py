@@ -1,9 +1,9 @@
-"""bmp/engine/eval_report.py: per-class IoU tables for segmentation and seeds."""
+"""bmp/evaluation/report.py: per-class IoU tables for segmentation and seeds."""
 
 import json
 import math
 
-from bmp.engine.eval_report import flatten_metrics, iou_table, write_eval_report
+from bmp.evaluation.report import iou_table, write_eval_report
 
 RESULTS = {
     "sem_seg": {"mIoU": 50.0, "IoU-background": 90.0, "IoU-cat": 10.0, "pACC": 80.0},
@@ -27,11 +27,6 @@ def test_table_rows_are_classes_and_columns_are_tasks():
 
 def test_no_per_class_results_gives_empty_table():
     assert iou_table({"cls": {"mAP": 1.0}}) == ""
-
-
-def test_flatten_uses_storage_names():
-    flat = flatten_metrics(RESULTS)
-    assert flat["sem_seg/mIoU"] == 50.0 and flat["cls/mAP"] == 70.0
 
 
 def test_report_files(tmp_path):

@@ -1,13 +1,14 @@
-"""bmp/engine/train_loop.py: a non-finite loss stops training, naming the loss and iteration."""
+"""bmp/engine/finite_loss.py: a non-finite loss stops training, naming the loss and iteration."""
 
 import itertools
 
 import pytest
 import torch
+from detectron2.engine import SimpleTrainer
 from detectron2.utils.events import EventStorage
 from torch import nn
 
-from bmp.engine.train_loop import BMPSimpleTrainer, check_losses_finite
+from bmp.engine.finite_loss import add_finite_loss_check, check_losses_finite
 
 
 def test_finite_losses_pass():
@@ -41,9 +42,9 @@ class _NaNAt(nn.Module):
 
 
 def test_trainer_stops_before_the_optimizer_step():
-    model = _NaNAt(bad_iter=3)
+    model = add_finite_loss_check(_NaNAt(bad_iter=3))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    trainer = BMPSimpleTrainer(model, itertools.repeat([{}]), opt)
+    trainer = SimpleTrainer(model, itertools.repeat([{}]), opt)
     with pytest.raises(FloatingPointError, match="loss_c2s=nan at iteration 3"):
         trainer.train(0, 10)
     assert model.calls == 4
@@ -51,11 +52,18 @@ def test_trainer_stops_before_the_optimizer_step():
 
 
 def test_write_metrics_still_logs_every_loss():
-    model = _NaNAt(bad_iter=100)
+    model = add_finite_loss_check(_NaNAt(bad_iter=100))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    trainer = BMPSimpleTrainer(model, itertools.repeat([{}]), opt)
+    trainer = SimpleTrainer(model, itertools.repeat([{}]), opt)
     with EventStorage(0) as storage:
         trainer.storage = storage
         trainer.iter = 0
         trainer.run_step()
         assert {"loss_cls", "loss_c2s", "total_loss"} <= set(storage.histories())
+
+
+def test_a_bare_forward_outside_training_is_checked_too():
+    model = add_finite_loss_check(nn.Linear(2, 2))
+    model.forward = lambda x: {"loss_x": torch.tensor(float("nan"))}  # noqa: E731
+    with pytest.raises(FloatingPointError, match="loss_x=nan"):
+        model(torch.zeros(1, 2))

@@ -16,7 +16,7 @@ from detectron2.config import CfgNode, get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
-from bmp.config import add_bmp_config, derive_keys
+from .keys import add_bmp_config, derive_keys
 
 __all__ = [
     "ConfigError",
@@ -73,7 +73,8 @@ def _describe_merge_error(e: BaseException) -> str:
         return (
             f"unknown config key '{key}'"
             + (f" (did you mean {hint}?)" if hint else "")
-            + ("; every key is defined in projects/BMP/bmp/config.py or detectron2's defaults.")
+            + "; every key is defined in projects/BMP/bmp/config/keys.py or detectron2's "
+            + "defaults."
         )
     if "Override list has odd length" in msg:
         return "an odd number of override items; opts must be KEY VALUE pairs."

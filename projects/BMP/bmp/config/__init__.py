@@ -1,0 +1,23 @@
+"""BMP's configuration: its keys (:mod:`.keys`) and how a config is loaded and checked
+(:mod:`.loading`)."""
+
+from .keys import add_bmp_config, derive_keys
+from .loading import (
+    ConfigError,
+    adapt_config_to_machine,
+    check_config,
+    dataset_num_classes,
+    load_config,
+    resolve_sync_norm,
+)
+
+__all__ = [
+    "add_bmp_config",
+    "derive_keys",
+    "ConfigError",
+    "adapt_config_to_machine",
+    "check_config",
+    "dataset_num_classes",
+    "load_config",
+    "resolve_sync_norm",
+]

@@ -1,0 +1,1 @@
+"""Small utilities without a config: atomic file writes and weight-file I/O."""
