@@ -105,7 +105,10 @@ def _normalise(x: Tensor) -> Tensor:
 def _par_label(labeller, image01: Tensor, cams: Tensor, ids: Tensor, valid: Tensor) -> Tensor:
     """Two-threshold PAR label of one image: ignore where only the high threshold says bg."""
     h, w = cams.shape[-2:]
-    size = (max(1, int(h * labeller.refine_scale)), max(1, int(w * labeller.refine_scale)))
+    size = (
+        max(1, int(h * labeller.thresholds.refine_scale)),
+        max(1, int(w * labeller.thresholds.refine_scale)),
+    )
     small_img, small_cam = _resize(image01, size), _resize(cams[ids[1:] - 1], size)
     high, low = (
         ids[
@@ -118,12 +121,12 @@ def _par_label(labeller, image01: Tensor, cams: Tensor, ids: Tensor, valid: Tens
                 (h, w),
             ).argmax(dim=0)
         ]
-        for t in (labeller.bg_thresh_high, labeller.bg_thresh_low)
+        for t in (labeller.thresholds.bg_high, labeller.thresholds.bg_low)
     )
     label = high.clone()
-    label[high == 0] = labeller.ignore_value
+    label[high == 0] = labeller.thresholds.ignore_value
     label[(high == 0) & (low == 0)] = 0
-    label[~valid] = labeller.ignore_value
+    label[~valid] = labeller.thresholds.ignore_value
     return label
 
 
@@ -131,21 +134,24 @@ def _bsp_label(
     labeller, image01: Tensor, cams: Tensor, segs: Tensor, ids: Tensor, valid: Tensor
 ) -> Tensor:
     """BSP label of one image, refined inside the box of its real pixels."""
-    ignore = labeller.ignore_value
+    ignore = labeller.thresholds.ignore_value
     label = torch.full(valid.shape, ignore, dtype=torch.long, device=valid.device)
     if not valid.any():
         return label
     ys, xs = valid.any(dim=1).nonzero()[:, 0], valid.any(dim=0).nonzero()[:, 0]
     y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
     bh, bw = y1 - y0, x1 - x0
-    size = (max(1, int(bh * labeller.refine_scale)), max(1, int(bw * labeller.refine_scale)))
+    size = (
+        max(1, int(bh * labeller.thresholds.refine_scale)),
+        max(1, int(bw * labeller.thresholds.refine_scale)),
+    )
     scores = torch.cat([segs[:1], cams[ids[1:] - 1]])[:, y0:y1, x0:x1]
     refined = _resize(
         naive_par(_resize(image01[:, y0:y1, x0:x1], size), scores, labeller.par), (bh, bw)
     )
     best, slot = refined.max(dim=0)
     box = ids[slot]
-    box[best < labeller.sigma_c] = ignore
+    box[best < labeller.thresholds.sigma_c] = ignore
     label[y0:y1, x0:x1] = box
     label[~valid] = ignore
     return label

@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     ours_model = build_ours(theirs_model, args.config, tta=False)
     ours_tta = build_ours(theirs_model, args.config, tta=True)
     scales = list(ours_model.pseudo_labeller.scales)
-    sigma_c = ours_model.pseudo_labeller.sigma_c
+    sigma_c = ours_model.pseudo_labeller.thresholds.sigma_c
     print(
         f"weights: {args.checkpoint or f'random (seed {args.seed})'}; config {args.config}; "
         f"crop {args.size}; pseudo-label scales {scales}; sigma_c {sigma_c}"

@@ -53,7 +53,7 @@ def test_targets_follow_the_phase_and_equal_the_seeds():
     assert labeller.training_targets(forward, batch, main, Phase(False, False, False, False)) == {}
     s2c_only = labeller.training_targets(forward, batch, main, Phase(False, True, False, False))
     assert calls == [] and set(s2c_only) == {"s2c"}
-    expected = s2c_labels(main.seg_up(), batch.valid, labeller.sigma_s)
+    expected = s2c_labels(main.seg_up(), batch.valid, labeller.thresholds.sigma_s)
     assert torch.equal(s2c_only["s2c"], expected)
 
     par_phase = labeller.training_targets(forward, batch, main, Phase(True, False, True, False))
@@ -63,7 +63,9 @@ def test_targets_follow_the_phase_and_equal_the_seeds():
         maps.cams, batch.cls_label, batch.images / 255, batch.valid, labeller.par
     )
     assert torch.equal(par_phase["c2s"], par)
-    assert torch.equal(par_phase["aff"], affinity_labels(par, (8, 8), labeller.aff_radius))
+    assert torch.equal(
+        par_phase["aff"], affinity_labels(par, (8, 8), labeller.thresholds.aff_radius)
+    )
 
     bsp_phase = labeller.training_targets(forward, batch, main, Phase(True, False, False, True))
     bsp = bsp_pseudo_labels(

@@ -180,21 +180,9 @@ class SupervisedDatasetMapper(WSSSDatasetMapper):
     """
 
     @configurable
-    def __init__(
-        self,
-        is_train: bool = True,
-        *,
-        augmentations: List[T.Augmentation],
-        image_format: str,
-        num_classes: int,
-        ignore_label: int = 255,
-    ):
-        super().__init__(
-            is_train,
-            augmentations=augmentations,
-            image_format=image_format,
-            num_classes=num_classes,
-        )
+    def __init__(self, is_train: bool = True, *, ignore_label: int = 255, **kwargs: Any):
+        """``ignore_label`` marks crop padding in the mask; ``kwargs`` are the WSSS mapper's."""
+        super().__init__(is_train, **kwargs)
         self.ignore_label = ignore_label
 
     @classmethod

@@ -28,7 +28,7 @@ from .pseudo_labels import (
 from .schedule import Phase
 from .structures import Batch, BranchOutputs
 
-__all__ = ["PseudoLabeller", "FusedMaps", "SEED_KINDS"]
+__all__ = ["PseudoLabeller", "LabelThresholds", "FusedMaps", "SEED_KINDS"]
 
 SEED_KINDS = ("cam", "par", "bsp")
 
@@ -44,6 +44,27 @@ class FusedMaps:
     segs: Tensor | None
 
 
+@dataclass(frozen=True)
+class LabelThresholds:
+    """Where the labels are cut; the defaults are the authors' values.
+
+    ``bg_high`` / ``bg_low``: constant background scores of the two PAR runs; ``refine_scale``:
+    PAR's resolution as a fraction of the input; ``sigma_c``: BSP's confidence threshold on the
+    refined maps; ``sigma_s``: s2c's threshold on the segmentation logits; ``aff_radius``: how far
+    apart affinity pairs may be (attention grid cells); ``cam_bg``: background score of the raw
+    CAM seed; ``ignore_value``: the label of unsupervised pixels.
+    """
+
+    bg_high: float = 0.55
+    bg_low: float = 0.35
+    refine_scale: float = 0.5
+    sigma_c: float = 0.5
+    sigma_s: float = 0.75
+    aff_radius: int = 8
+    cam_bg: float = 0.55
+    ignore_value: int = 255
+
+
 class PseudoLabeller(nn.Module):
     """Builds the maps, targets and seeds of BMP without gradient (see the module docstring)."""
 
@@ -54,14 +75,7 @@ class PseudoLabeller(nn.Module):
         par: PAR,
         scales: tuple[float, ...] = (1.0, 0.5, 1.5),
         flip: bool = True,
-        bg_thresh_high: float = 0.55,
-        bg_thresh_low: float = 0.35,
-        refine_scale: float = 0.5,
-        sigma_c: float = 0.5,
-        sigma_s: float = 0.75,
-        aff_radius: int = 8,
-        cam_bg_thresh: float = 0.55,
-        ignore_value: int = 255,
+        thresholds: LabelThresholds = LabelThresholds(),
     ) -> None:
         super().__init__()
         if not scales:
@@ -69,37 +83,27 @@ class PseudoLabeller(nn.Module):
         self.par = par
         self.scales = tuple(float(s) for s in scales)
         self.flip = flip
-        self.bg_thresh_high = bg_thresh_high
-        self.bg_thresh_low = bg_thresh_low
-        self.refine_scale = refine_scale
-        self.sigma_c = sigma_c
-        self.sigma_s = sigma_s
-        self.aff_radius = aff_radius
-        self.cam_bg_thresh = cam_bg_thresh
-        self.ignore_value = ignore_value
+        self.thresholds = thresholds
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> dict:
         bmp = cfg.MODEL.BMP
-        return {
-            "par": PAR(
-                dilations=tuple(bmp.PAR.DILATIONS),
-                num_iter=bmp.PAR.NUM_ITER,
-                color_temperature=bmp.PAR.COLOR_TEMPERATURE,
-                pos_weight=bmp.PAR.POS_WEIGHT,
-                normalize=bmp.PAR.NORMALIZE,
-            ),
-            "scales": tuple(bmp.PSEUDO.SCALES),
-            "flip": bmp.PSEUDO.FLIP,
-            "bg_thresh_high": bmp.PSEUDO.BG_THRESH_HIGH,
-            "bg_thresh_low": bmp.PSEUDO.BG_THRESH_LOW,
-            "refine_scale": bmp.PSEUDO.REFINE_SCALE,
-            "sigma_c": bmp.BSP.SIGMA_C,
-            "sigma_s": bmp.S2C.SIGMA_S,
-            "aff_radius": bmp.AFFINITY.RADIUS,
-            "cam_bg_thresh": cfg.TEST.BMP.CAM_BG_THRESH,
-            "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
-        }
+        thresholds = LabelThresholds(
+            bg_high=bmp.PSEUDO.BG_THRESH_HIGH,
+            bg_low=bmp.PSEUDO.BG_THRESH_LOW,
+            refine_scale=bmp.PSEUDO.REFINE_SCALE,
+            sigma_c=bmp.BSP.SIGMA_C,
+            sigma_s=bmp.S2C.SIGMA_S,
+            aff_radius=bmp.AFFINITY.RADIUS,
+            cam_bg=cfg.TEST.BMP.CAM_BG_THRESH,
+            ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+        )
+        par = PAR(
+            bmp.PAR.DILATIONS, bmp.PAR.NUM_ITER, bmp.PAR.COLOR_TEMPERATURE, bmp.PAR.POS_WEIGHT,
+            bmp.PAR.NORMALIZE,
+        )  # fmt: skip
+        scales, flip = tuple(bmp.PSEUDO.SCALES), bmp.PSEUDO.FLIP
+        return {"par": par, "scales": scales, "flip": flip, "thresholds": thresholds}
 
     def maps(
         self, forward: Forward, batch: Batch, main: BranchOutputs, with_seg: bool
@@ -122,21 +126,21 @@ class PseudoLabeller(nn.Module):
 
         Seeds of one batch that share ``affinity_cache`` (a dict) compute PAR's colour affinity
         of each image once."""
-        ignore, image01, valid = self.ignore_value, batch.images / 255.0, batch.valid
+        t, image01, valid = self.thresholds, batch.images / 255.0, batch.valid
         with record_function(f"bmp.pseudo_labels.{kind}"):
             if kind == "cam":
-                return cam_seed_labels(maps.cams, cls_label, valid, self.cam_bg_thresh, ignore)
+                return cam_seed_labels(maps.cams, cls_label, valid, t.cam_bg, t.ignore_value)
             if kind == "par":
                 return par_pseudo_labels(
-                    maps.cams, cls_label, image01, valid, self.par, self.bg_thresh_high,
-                    self.bg_thresh_low, self.refine_scale, ignore, affinity_cache,
+                    maps.cams, cls_label, image01, valid, self.par, t.bg_high, t.bg_low,
+                    t.refine_scale, t.ignore_value, affinity_cache,
                 )  # fmt: skip
             if kind == "bsp":
                 if maps.segs is None:
                     raise ValueError("PseudoLabeller.seed('bsp') needs maps built with_seg=True")
                 return bsp_pseudo_labels(
                     maps.segs[:, :1], maps.cams, cls_label, image01, valid, self.par,
-                    self.sigma_c, self.refine_scale, ignore, affinity_cache,
+                    t.sigma_c, t.refine_scale, t.ignore_value, affinity_cache,
                 )  # fmt: skip
         raise ValueError(f"PseudoLabeller.seed: kind must be one of {SEED_KINDS}, got {kind!r}")
 
@@ -163,7 +167,8 @@ class PseudoLabeller(nn.Module):
                 targets["aff"] = self._affinity_targets(par, main)
         if phase.s2c:
             seg = main.seg_up().detach().float()
-            targets["s2c"] = s2c_labels(seg, batch.valid, self.sigma_s, self.ignore_value)
+            t = self.thresholds
+            targets["s2c"] = s2c_labels(seg, batch.valid, t.sigma_s, t.ignore_value)
         return targets
 
     def _affinity_targets(self, par_labels: Tensor, main: BranchOutputs) -> Tensor:
@@ -175,7 +180,8 @@ class PseudoLabeller(nn.Module):
                 " the affinity head needs MODEL.BMP.CLS_IN_FEATURE to be the last stage"
             )
         with record_function("bmp.pseudo_labels.aff"):
-            return affinity_labels(par_labels, grid, self.aff_radius, self.ignore_value)
+            t = self.thresholds
+            return affinity_labels(par_labels, grid, t.aff_radius, t.ignore_value)
 
     @torch.no_grad()
     def seeds(

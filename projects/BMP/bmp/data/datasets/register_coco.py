@@ -9,7 +9,7 @@ from typing import List
 
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
-from .split import SplitLayout, register_split
+from .split import SplitLayout, register_family
 
 __all__ = ["COCO_CLASSES", "COCO_COLORS", "register_all_coco"]
 
@@ -21,20 +21,18 @@ _SEG = "coco/sem_seg_2014"
 _HINT = "run `python datasets/prepare_coco_2014_sem_seg.py` (see datasets/README.md)"
 
 
+def _layout(split: str, with_masks: bool) -> SplitLayout:
+    return SplitLayout(
+        f"coco/{split}", f"{_SEG}/{split}.txt", f"{_SEG}/cls_labels_{split}.txt",
+        f"{_SEG}/{split}" if with_masks else None, f"{_SEG}/image_sizes_{split}.txt",
+    )  # fmt: skip
+
+
 def register_all_coco() -> None:
     """Register COCO 2014 train (labels only / with masks) and val (masks)."""
-    for split, name, masks, train in (
-        ("train2014", "coco_2014_train_wsss", False, True),
-        ("train2014", "coco_2014_train_sem_seg", True, False),
-        ("val2014", "coco_2014_val_sem_seg", True, False),
-    ):
-        layout = SplitLayout(
-            image_dir=f"coco/{split}",
-            split_file=f"{_SEG}/{split}.txt",
-            label_file=f"{_SEG}/cls_labels_{split}.txt",
-            mask_dir=f"{_SEG}/{split}" if masks else None,
-            sizes_file=f"{_SEG}/image_sizes_{split}.txt",
-        )
-        register_split(
-            name, layout, COCO_CLASSES, COCO_COLORS, require_labels=train, prepare_hint=_HINT
-        )
+    splits = [
+        ("coco_2014_train_wsss", _layout("train2014", False), True),
+        ("coco_2014_train_sem_seg", _layout("train2014", True), False),
+        ("coco_2014_val_sem_seg", _layout("val2014", True), False),
+    ]
+    register_family(splits, COCO_CLASSES, COCO_COLORS, _HINT)

@@ -30,7 +30,7 @@ from detectron2.data import DatasetCatalog
 
 from ..label_files import read_split_file
 from .register_voc import VOC_CLASSES, voc_palette
-from .split import SplitLayout, register_split
+from .split import SplitLayout, register_family
 
 __all__ = ["COCO_MINI_ENV", "COCO_MINI_DATASETS", "coco_mini_root", "register_all_coco_mini"]
 
@@ -84,22 +84,11 @@ def _checked_root(root: Optional[str]) -> str:
 def register_all_coco_mini(root: Optional[str] = None) -> None:
     """Register the coco_mini VOC datasets; idempotent, and lazy: ``root`` (default: found by
     :func:`coco_mini_root`) is only read when a dataset is loaded."""
+    labels = "image_labels_voc21.txt"
+    splits = [
+        (name, SplitLayout("images", split, labels, "masks_voc21" if masks else None), drop)
+        for name, (split, masks, drop) in COCO_MINI_DATASETS.items()
+        if name not in DatasetCatalog.list()
+    ]
     colours = voc_palette(len(VOC_CLASSES))
-    for name, (split_file, with_masks, drop_unlabeled) in COCO_MINI_DATASETS.items():
-        if name in DatasetCatalog.list():
-            continue
-        layout = SplitLayout(
-            image_dir="images",
-            split_file=split_file,
-            label_file="image_labels_voc21.txt",
-            mask_dir="masks_voc21" if with_masks else None,
-        )
-        register_split(
-            name,
-            layout,
-            VOC_CLASSES,
-            colours,
-            require_labels=drop_unlabeled,
-            root=lambda: _checked_root(root),
-            prepare_hint=_HINT,
-        )
+    register_family(splits, VOC_CLASSES, colours, _HINT, root=lambda: _checked_root(root))

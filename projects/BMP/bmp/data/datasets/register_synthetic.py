@@ -14,7 +14,7 @@ from ..synthetic import (
     class_colors,
     ensure_synthetic_wsss,
 )
-from .split import SplitLayout, dataset_root, register_split
+from .split import SplitLayout, dataset_root, register_family
 
 __all__ = ["SYNTHETIC_DIR", "register_all_synthetic", "ensure_default_synthetic"]
 
@@ -28,21 +28,20 @@ def ensure_default_synthetic(progress: bool = False) -> str:
     return ensure_synthetic_wsss(out, DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL, progress=progress)
 
 
+def _layout(split: str, with_masks: bool) -> SplitLayout:
+    root = SYNTHETIC_DIR
+    return SplitLayout(
+        f"{root}/JPEGImages", f"{root}/ImageSets/Segmentation/{split}.txt",
+        f"{root}/image_labels.txt", f"{root}/SegmentationClass" if with_masks else None,
+        f"{root}/image_sizes.txt",
+    )  # fmt: skip
+
+
 def register_all_synthetic() -> None:
     """Register train (labels only), train with masks (seed evaluation) and val (masks)."""
-    lists = f"{SYNTHETIC_DIR}/ImageSets/Segmentation"
-    for name, split, masks, train in (
-        ("synthetic_wsss_train", "train", False, True),
-        ("synthetic_wsss_train_sem_seg", "train", True, False),
-        ("synthetic_wsss_val_sem_seg", "val", True, False),
-    ):
-        layout = SplitLayout(
-            image_dir=f"{SYNTHETIC_DIR}/JPEGImages",
-            split_file=f"{lists}/{split}.txt",
-            label_file=f"{SYNTHETIC_DIR}/image_labels.txt",
-            mask_dir=f"{SYNTHETIC_DIR}/SegmentationClass" if masks else None,
-            sizes_file=f"{SYNTHETIC_DIR}/image_sizes.txt",
-        )
-        register_split(
-            name, layout, CLASS_NAMES, class_colors(), require_labels=train, prepare_hint=_HINT
-        )
+    splits = [
+        ("synthetic_wsss_train", _layout("train", False), True),
+        ("synthetic_wsss_train_sem_seg", _layout("train", True), False),
+        ("synthetic_wsss_val_sem_seg", _layout("val", True), False),
+    ]
+    register_family(splits, CLASS_NAMES, class_colors(), _HINT)

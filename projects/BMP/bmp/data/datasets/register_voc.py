@@ -7,7 +7,7 @@ derived from the masks) and ``image_sizes.txt``.
 
 from typing import List
 
-from .split import SplitLayout, register_split
+from .split import SplitLayout, register_family
 
 __all__ = ["VOC_CLASSES", "voc_palette", "register_all_voc"]
 
@@ -58,19 +58,19 @@ _HINT = "run `python datasets/prepare_voc_aug.py` (see datasets/README.md)"
 
 def register_all_voc() -> None:
     """Register the four VOC splits (cheap: nothing is read until a split is loaded)."""
-    colors = voc_palette(len(VOC_CLASSES))
-    for name, split, labels, masks, train in (
-        ("voc_2012_train_aug_wsss", "train_aug", True, False, True),
-        ("voc_2012_train_sem_seg", "train", True, True, False),
-        ("voc_2012_val_sem_seg", "val", True, True, False),
+    labels, masks = f"{_VOC}/cls_labels.txt", f"{_VOC}/SegmentationClassAug"
+
+    def layout(split: str, with_labels: bool, with_masks: bool) -> SplitLayout:
+        return SplitLayout(
+            f"{_VOC}/JPEGImages", f"{_LISTS}/{split}.txt", labels if with_labels else None,
+            masks if with_masks else None, f"{_VOC}/image_sizes.txt",
+        )  # fmt: skip
+
+    splits = [
+        ("voc_2012_train_aug_wsss", layout("train_aug", True, False), True),
+        ("voc_2012_train_sem_seg", layout("train", True, True), False),
+        ("voc_2012_val_sem_seg", layout("val", True, True), False),
         # Test images come from the separate VOC2012 test download; no labels, no masks.
-        ("voc_2012_test", "test", False, False, False),
-    ):
-        layout = SplitLayout(
-            image_dir=f"{_VOC}/JPEGImages",
-            split_file=f"{_LISTS}/{split}.txt",
-            label_file=f"{_VOC}/cls_labels.txt" if labels else None,
-            mask_dir=f"{_VOC}/SegmentationClassAug" if masks else None,
-            sizes_file=f"{_VOC}/image_sizes.txt",
-        )
-        register_split(name, layout, VOC_CLASSES, colors, require_labels=train, prepare_hint=_HINT)
+        ("voc_2012_test", layout("test", False, False), False),
+    ]
+    register_family(splits, VOC_CLASSES, voc_palette(len(VOC_CLASSES)), _HINT)

@@ -17,7 +17,7 @@ with a warning that says how many and from which list.
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -30,6 +30,7 @@ __all__ = [
     "dataset_root",
     "load_split",
     "register_split",
+    "register_family",
     "registered_bmp_datasets",
     "load_dataset_dicts",
 ]
@@ -188,6 +189,21 @@ def register_split(
         meta["evaluator_type"] = "sem_seg"
     MetadataCatalog.get(name).set(**meta)
     _BMP_DATASETS.append(name)
+
+
+def register_family(
+    splits: Sequence[Tuple[str, SplitLayout, bool]],
+    class_names: Sequence[str],
+    colors: Sequence[Sequence[int]],
+    prepare_hint: str,
+    root: Callable[[], str] = dataset_root,
+) -> None:
+    """Register the splits ``(name, layout, require_labels)`` of one dataset family."""
+    for name, layout, train in splits:
+        register_split(
+            name, layout, class_names, colors, require_labels=train, root=root,
+            prepare_hint=prepare_hint,
+        )  # fmt: skip
 
 
 def registered_bmp_datasets() -> List[str]:

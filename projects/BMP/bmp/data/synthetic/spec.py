@@ -14,20 +14,6 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = [
-    "CLASS_NAMES",
-    "CLASSES",
-    "CONTEXT_CLASSES",
-    "DEFAULT_NUM_TRAIN",
-    "DEFAULT_NUM_VAL",
-    "DEFAULT_SEED",
-    "NUM_CLASSES",
-    "ClassSpec",
-    "class_colors",
-    "generator_hash",
-    "sample_rng",
-]
-
 # Bump when the rendering changes in a way the hashed constants below do not capture.
 GENERATOR_VERSION = 2  # 2: image-level labels as image_labels.txt
 DEFAULT_NUM_TRAIN = 1200

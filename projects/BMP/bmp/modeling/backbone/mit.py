@@ -24,49 +24,20 @@ __all__ = ["MIT_PRESETS", "MixTransformer", "build_mit_backbone"]
 
 # Architecture facts of SegFormer's MiT family; all use MLP ratio 4. "mit_tiny" is ours: a
 # few-thousand-parameter encoder for tests and CPU experiments on the synthetic dataset.
+_SR_RATIOS = (8, 4, 2, 1)  # every preset
+# name: (embed_dims, num_heads, depths) of each of the four stages.
+_ARCHS: Dict[str, Tuple[Tuple[int, ...], ...]] = {
+    "mit_tiny": ((16, 32, 64, 128), (1, 2, 4, 8), (1, 1, 1, 2)),
+    "mit_b0": ((32, 64, 160, 256), (1, 2, 5, 8), (2, 2, 2, 2)),
+    "mit_b1": ((64, 128, 320, 512), (1, 2, 5, 8), (2, 2, 2, 2)),
+    "mit_b2": ((64, 128, 320, 512), (1, 2, 5, 8), (3, 4, 6, 3)),
+    "mit_b3": ((64, 128, 320, 512), (1, 2, 5, 8), (3, 4, 18, 3)),
+    "mit_b4": ((64, 128, 320, 512), (1, 2, 5, 8), (3, 8, 27, 3)),
+    "mit_b5": ((64, 128, 320, 512), (1, 2, 5, 8), (3, 6, 40, 3)),
+}
 MIT_PRESETS: Dict[str, Dict[str, Tuple[int, ...]]] = {
-    "mit_tiny": dict(
-        embed_dims=(16, 32, 64, 128),
-        num_heads=(1, 2, 4, 8),
-        depths=(1, 1, 1, 2),
-        sr_ratios=(8, 4, 2, 1),
-    ),
-    "mit_b0": dict(
-        embed_dims=(32, 64, 160, 256),
-        num_heads=(1, 2, 5, 8),
-        depths=(2, 2, 2, 2),
-        sr_ratios=(8, 4, 2, 1),
-    ),
-    "mit_b1": dict(
-        embed_dims=(64, 128, 320, 512),
-        num_heads=(1, 2, 5, 8),
-        depths=(2, 2, 2, 2),
-        sr_ratios=(8, 4, 2, 1),
-    ),
-    "mit_b2": dict(
-        embed_dims=(64, 128, 320, 512),
-        num_heads=(1, 2, 5, 8),
-        depths=(3, 4, 6, 3),
-        sr_ratios=(8, 4, 2, 1),
-    ),
-    "mit_b3": dict(
-        embed_dims=(64, 128, 320, 512),
-        num_heads=(1, 2, 5, 8),
-        depths=(3, 4, 18, 3),
-        sr_ratios=(8, 4, 2, 1),
-    ),
-    "mit_b4": dict(
-        embed_dims=(64, 128, 320, 512),
-        num_heads=(1, 2, 5, 8),
-        depths=(3, 8, 27, 3),
-        sr_ratios=(8, 4, 2, 1),
-    ),
-    "mit_b5": dict(
-        embed_dims=(64, 128, 320, 512),
-        num_heads=(1, 2, 5, 8),
-        depths=(3, 6, 40, 3),
-        sr_ratios=(8, 4, 2, 1),
-    ),
+    name: dict(embed_dims=e, num_heads=h, depths=d, sr_ratios=_SR_RATIOS)
+    for name, (e, h, d) in _ARCHS.items()
 }
 
 # SegFormer uses PyTorch's default LayerNorm eps inside the patch embeddings and the
