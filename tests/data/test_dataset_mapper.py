@@ -159,23 +159,27 @@ def test_train_mapper_rejects_an_unknown_pad_fill():
         WSSSDatasetMapper(cfg, is_train=True)
 
 
-def test_supervised_mapper_moves_the_mask_with_the_image(sample):
-    cfg = _cfg(crop=(20, 20))
+@pytest.mark.parametrize("crop", [(20, 20), (4, 4)])  # padded, and cut from a larger image
+def test_supervised_mapper_moves_the_mask_with_the_image(sample, crop):
+    cfg = _cfg(crop=crop)
     cfg.MODEL.META_ARCHITECTURE = "BMPSupervised"
     cfg.INPUT.DATASET_MAPPER_NAME = "supervised"
     mapper = build_train_mapper(cfg)
     assert isinstance(mapper, SupervisedDatasetMapper)
-    for _ in range(5):
+    seen_blue = False
+    for _ in range(8):
         out = mapper(sample)
         image, mask, valid = out["image"], out["sem_seg"], out["valid_mask"]
         assert mask.shape == valid.shape == image.shape[-2:] and mask.dtype == torch.long
         assert (mask[~valid] == 255).all()
+        assert valid.all() or crop == (20, 20)
         # The image is red on the left (class 0 there) and blue on the right (class 3): the mask
         # follows each pixel, flips and rescales included (up to the one ignored corner pixel).
         red, blue = image[0] > 200, image[2] > 200
         assert set(mask[red & valid].unique().tolist()) <= {0, 255}
         assert set(mask[blue & valid].unique().tolist()) <= {3, 255}
-        assert (mask[blue & valid] == 3).any()
+        seen_blue |= bool((mask[blue & valid] == 3).any())
+    assert seen_blue
     del sample["sem_seg_file_name"]
     with pytest.raises(ValueError, match="sem_seg_file_name"):
         mapper(sample)

@@ -201,7 +201,8 @@ class SupervisedDatasetMapper(WSSSDatasetMapper):
         out, transforms = self._map(d)
         size = (out["height"], out["width"])
         mask = read_sem_seg(d["sem_seg_file_name"], self.num_classes, self.ignore_label, size)
-        mask = transforms.apply_segmentation(mask.astype(np.uint8))
+        # A copy: the transforms may return a read-only view (of a PIL-resized array).
+        mask = np.array(transforms.apply_segmentation(mask.astype(np.uint8)))
         mask[~out["valid_mask"].numpy()] = self.ignore_label
         out["sem_seg"] = torch.as_tensor(mask.astype(np.int64))
         return out
