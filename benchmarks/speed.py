@@ -231,8 +231,26 @@ def _versus_naive(model, inputs: list[dict], repeats: int) -> dict[str, float]:
         "pseudo_labels_eval": lambda: batched(full),
         "pseudo_labels_naive": lambda: naive_pseudo_labels(model, inputs),
     }
+    fns.update(_par_and_bsp(model, inputs))
     out.update(_interleaved(fns, model.device, repeats))
     return out
+
+
+def _par_and_bsp(model, inputs: list[dict]) -> dict[str, Callable[[], Any]]:
+    """PAR + BSP labels of one batch with the colour affinity shared (one cache) or computed
+    by each (no cache, as before the sharing): the gain of sharing, on the same maps."""
+    labeller = model.pseudo_labeller
+    batch = model.preprocess(inputs, require_labels=True)
+    maps = labeller.maps(model.extra_pass, batch, model.forward_branches(batch.x), True)
+
+    def labels(cache: dict | None) -> None:
+        labeller.seed("par", maps, batch.cls_label, batch, cache)
+        labeller.seed("bsp", maps, batch.cls_label, batch, cache)
+
+    return {
+        "par_bsp_shared_affinity": lambda: labels({}),
+        "par_bsp_separate_affinity": lambda: labels(None),
+    }
 
 
 def worker_infer(spec: dict[str, Any]) -> dict[str, Any]:
@@ -322,6 +340,8 @@ def _train_section(args: argparse.Namespace, base: dict[str, Any], report: dict)
                 f"{r['pseudo_labels_eval']:.2f} vs {r['pseudo_labels_naive']:.2f}",
                 f"{r['pseudo_labels_naive'] / r['pseudo_labels_eval']:.2f}x",
                 f"{100 * r['labels_agree_par']:.2f}% / {100 * r['labels_agree_bsp']:.2f}%",
+                f"{r['par_bsp_shared_affinity']:.2f} vs {r['par_bsp_separate_affinity']:.2f}",
+                f"{r['par_bsp_separate_affinity'] / r['par_bsp_shared_affinity']:.2f}x",
             ]
         )
         print(f"  crop {crop}: {r[STEP]:.2f} s/it ({r['clock']})", flush=True)
@@ -337,6 +357,8 @@ def _train_section(args: argparse.Namespace, base: dict[str, Any], report: dict)
             "pseudo labels, batched vs naive (eval, s)",
             "speed-up",
             "labels agree (PAR / BSP)",
+            "PAR + BSP labels, shared vs separate colour affinity (s)",
+            "speed-up",
         ],
         versus,
     )

@@ -50,8 +50,9 @@ OURS_TO_THEIRS: List[Tuple[str, str]] = [
 
 # Their MiT may carry SegFormer's ImageNet classifier; it has no role in segmentation.
 THEIR_UNUSED = (r"encoder\.head\.(weight|bias)",)
-# Our meta-arch's preprocessing buffers have no counterpart in their checkpoints.
-OUR_UNUSED = (r"pixel_(mean|std)",)
+# Our buffers without a counterpart in their checkpoints: preprocessing, and the state of the
+# optional s2c gate (our extension).
+OUR_UNUSED = (r"pixel_(mean|std)", r"criterion\.s2c_open")
 
 
 class ConversionError(CheckpointFormatError):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bmp.modeling.criterion import BMPCriterion
+from bmp.modeling.criterion import BMPCriterion, label_agreement
 from bmp.modeling.losses import affinity_loss, c2s_loss, classification_loss, s2c_loss
 from bmp.modeling.schedule import LossSchedule, Phase
 from bmp.modeling.structures import BranchOutputs
@@ -75,3 +75,30 @@ def test_inactive_terms_are_zeros_that_keep_every_output_in_the_graph():
 def test_missing_target_of_an_active_term_is_an_error():
     with pytest.raises(KeyError, match="c2s"):
         _criterion()(_outputs(), {}, torch.ones(2, 3), Phase(True, False, False, False))
+
+
+def test_s2c_gate_waits_for_the_segmentation_branch_and_then_latches():
+    c = _criterion(s2c_gate=0.75)
+    out = _outputs()
+    seg_argmax = out.seg_up().argmax(dim=1)
+    s2c = torch.zeros(2, 4, 4, dtype=torch.long)
+    phase = Phase(True, True, False, False)
+    wrong = (seg_argmax + 1) % 4  # the branch disagrees with every c2s label
+    closed = c(out, {"c2s": wrong, "s2c": s2c}, torch.ones(2, 3), phase)
+    assert closed["loss_s2c"].item() == 0.0 and not bool(c.s2c_open)
+    mostly = seg_argmax.clone()
+    mostly[0, 0, :] = wrong[0, 0, :]  # 4 of 32 pixels wrong: 87.5% agreement
+    opened = c(out, {"c2s": mostly, "s2c": s2c}, torch.ones(2, 3), phase)
+    assert opened["loss_s2c"].item() > 0 and bool(c.s2c_open)
+    # Latched: later disagreement does not close it; the state is in the state dict.
+    again = c(out, {"c2s": wrong, "s2c": s2c}, torch.ones(2, 3), phase)
+    assert again["loss_s2c"].item() > 0 and "s2c_open" in c.state_dict()
+    # Off (the paper): s2c from its start iteration, whatever the agreement.
+    paper = _criterion()(out, {"c2s": wrong, "s2c": s2c}, torch.ones(2, 3), phase)
+    assert paper["loss_s2c"].item() > 0
+
+
+def test_label_agreement():
+    logits = torch.tensor([[[[2.0, 0.0, 1.0]], [[0.0, 3.0, 0.0]]]])  # argmax [0, 1, 0]
+    assert label_agreement(logits, torch.tensor([[[0, 0, IGN]]]), IGN) == 0.5
+    assert label_agreement(logits, torch.full((1, 1, 3), IGN), IGN) is None

@@ -111,6 +111,10 @@ def _add_loss_config(cfg: CN) -> None:
     cfg.MODEL.BMP.S2C.LOSS = "ce"  # "ce" (authors) or "mlsm"
     cfg.MODEL.BMP.S2C.START_ITER = 2000
     cfg.MODEL.BMP.S2C.SIGMA_S = 0.75  # confidence threshold on the segmentation logits
+    # Our extension, not the paper's (0 = off, the paper): s2c starts at START_ITER only once
+    # the segmentation branch's argmax agrees with its own c2s labels on this share of a batch's
+    # labelled pixels, and then stays on. An untrained branch's confident labels are noise.
+    cfg.MODEL.BMP.S2C.GATE_AGREEMENT = 0.0
 
     # Total = cls + LAMBDA_C2S * c2s + LAMBDA_S2C * s2c + LAMBDA_AFF * aff.
     cfg.MODEL.BMP.LAMBDA_C2S = 0.7

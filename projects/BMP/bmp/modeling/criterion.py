@@ -6,22 +6,26 @@ meta-architecture only asks it for the phase and hands it the branch outputs and
 
 from __future__ import annotations
 
+import torch
 from detectron2.config import CfgNode, configurable
+from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
 from .losses import affinity_loss, c2s_loss, classification_loss, s2c_loss
 from .schedule import LossSchedule, Phase
 from .structures import BranchOutputs
 
-__all__ = ["BMPCriterion"]
+__all__ = ["BMPCriterion", "label_agreement"]
 
 
 class BMPCriterion(nn.Module):
     """cls + lambda_c2s * c2s + lambda_s2c * s2c + lambda_aff * aff, with warm-ups.
 
     ``forward`` returns the four weighted terms ``loss_cls``, ``loss_c2s``, ``loss_s2c`` and
-    ``loss_aff``. Inactive terms are graph-connected zeros so every parameter is used every
-    iteration (plain DDP works) and the logs keep their keys.
+    ``loss_aff``. ``s2c_gate`` > 0 is our extension, not the paper's: s2c then also waits for the
+    segmentation branch to agree with its c2s labels on that share of pixels (see
+    ``MODEL.BMP.S2C.GATE_AGREEMENT``). Inactive terms are graph-connected zeros so every
+    parameter is used every iteration (plain DDP works) and the logs keep their keys.
     """
 
     @configurable
@@ -39,6 +43,7 @@ class BMPCriterion(nn.Module):
         c2s_loss_mode: str = "mlsm",
         s2c_loss_mode: str = "ce",
         ignore_value: int = 255,
+        s2c_gate: float = 0.0,
     ) -> None:
         super().__init__()
         self.schedule = schedule
@@ -48,6 +53,9 @@ class BMPCriterion(nn.Module):
         self.c2s_loss_mode = c2s_loss_mode
         self.s2c_loss_mode = s2c_loss_mode
         self.ignore_value = ignore_value
+        self.s2c_gate = float(s2c_gate)
+        # Latched once the gate opens; a buffer, so checkpoints and resumes keep it.
+        self.register_buffer("s2c_open", torch.tensor(False))
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> dict:
@@ -78,6 +86,7 @@ class BMPCriterion(nn.Module):
             "c2s_loss_mode": bmp.C2S.LOSS,
             "s2c_loss_mode": bmp.S2C.LOSS,
             "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            "s2c_gate": bmp.S2C.GATE_AGREEMENT,
         }
 
     def phase(self, iteration: int) -> Phase:
@@ -100,7 +109,7 @@ class BMPCriterion(nn.Module):
             losses["loss_c2s"] = self.weights["c2s"] * loss
         else:
             losses["loss_c2s"] = main.seg_logits.sum() * 0.0
-        if phase.s2c:
+        if phase.s2c and self._s2c_gate_open(main, targets.get("c2s")):
             loss = s2c_loss(main.cam_up(), targets["s2c"], self.s2c_loss_mode, ignore)
             losses["loss_s2c"] = self.weights["s2c"] * loss
         else:
@@ -113,3 +122,33 @@ class BMPCriterion(nn.Module):
         else:
             losses["loss_aff"] = main.affinity.sum() * 0.0
         return losses
+
+    def _s2c_gate_open(self, main: BranchOutputs, c2s_labels: Tensor | None) -> bool:
+        """With ``s2c_gate`` > 0, s2c waits until the segmentation branch agrees with its own c2s
+        labels on at least that share of the batch's labelled pixels; then it stays on."""
+        if self.s2c_gate <= 0 or bool(self.s2c_open):
+            return True
+        if c2s_labels is None:
+            return False
+        agreement = label_agreement(main.seg_up().detach(), c2s_labels, self.ignore_value)
+        _log("bmp/s2c_gate_agreement", agreement)
+        if agreement is not None and agreement >= self.s2c_gate:
+            self.s2c_open.fill_(True)
+        return bool(self.s2c_open)
+
+
+def label_agreement(logits: Tensor, labels: Tensor, ignore_value: int) -> float | None:
+    """Share of the labelled pixels where ``argmax(logits)`` equals ``labels``; None if none."""
+    keep = labels != ignore_value
+    if not bool(keep.any()):
+        return None
+    return float((logits.argmax(dim=1)[keep] == labels[keep]).float().mean())
+
+
+def _log(name: str, value: float | None) -> None:
+    if value is None:
+        return
+    try:
+        get_event_storage().put_scalar(name, value)
+    except (AssertionError, IndexError):  # no training loop around this call
+        pass
