@@ -91,6 +91,19 @@ def test_cli_exit_code_for_a_bad_key(tmp_path):
     ]
 
 
+def _tagged_iteration(out) -> int:
+    """Iteration of the checkpoint ``last_checkpoint`` names (-1 before the first one)."""
+    match = re.fullmatch(r"model_(\d+)\.pth", _read_or_empty(out / "last_checkpoint"))
+    return int(match.group(1)) if match else -1
+
+
+def _read_or_empty(path) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
 @pytest.fixture(scope="module")
 def killed_and_resumed(tmp_path_factory):
     """Train, SIGKILL after the checkpoint of iteration 3, resume to the end, then --eval-only."""
@@ -106,7 +119,9 @@ def killed_and_resumed(tmp_path_factory):
         cmd + opts, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.time() + 240
-    while not (out / "model_0000003.pth").exists():
+    # Kill once the tag names a checkpoint of iteration 3 or later: the checkpoint file appears
+    # a moment before its tag is written, and a kill in between would resume from iteration 1.
+    while _tagged_iteration(out) < 3:
         assert first.poll() is None, "training ended before it could be killed"
         assert time.time() < deadline, "no checkpoint within 240 s"
         time.sleep(0.05)
