@@ -16,10 +16,13 @@ folder; ``tools/train_second_stage.py`` trains detectron2's DeepLab on it.
 """
 
 import argparse
+import hashlib
 import json
 import os
+import shutil
 import sys
 import time
+from collections import Counter
 from typing import Any, Dict, List, Optional, Sequence
 
 SEEDS = ("cam", "par", "bsp")
@@ -39,20 +42,40 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def export_settings(args: argparse.Namespace, cfg: Any, crf: Any) -> Dict[str, Any]:
-    """What determines the PNGs; a resumed export must match it."""
+    """What determines the PNGs; a resumed export must match it: the split, the seed kind, the
+    CRF, the whole config (thresholds, scales, PAR) and the weights file's size and time."""
+    weights = os.path.abspath(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else ""
+    stat = os.stat(weights) if weights and os.path.isfile(weights) else None
     return {
         "dataset": args.dataset,
         "seed": args.seed,
         "crf": None if crf is None else dict(vars(crf)),
-        "weights": os.path.abspath(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else "",
+        "weights": weights,
+        "weights_file": None if stat is None else [stat.st_size, stat.st_mtime_ns],
+        "config_sha1": hashlib.sha1(cfg.dump().encode()).hexdigest(),
     }
 
 
 def check_resumable(output_dir: str, settings: Dict[str, Any], overwrite: bool) -> None:
-    """Refuse to mix two different exports in one folder."""
-    from bmp.data.datasets.register_pseudo_masks import INFO_FILE, read_export_info
+    """Refuse to mix two different exports in one folder; ``overwrite`` empties it first."""
+    from bmp.data.datasets.register_pseudo_masks import (
+        IDS_DIR,
+        INFO_FILE,
+        PALETTE_DIR,
+        read_export_info,
+    )
 
-    if overwrite or not os.path.isfile(os.path.join(output_dir, INFO_FILE)):
+    mask_dirs = [os.path.join(output_dir, sub) for sub in (PALETTE_DIR, IDS_DIR)]
+    if overwrite:
+        for folder in mask_dirs:  # no PNG of the previous export may count as done
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    if not os.path.isfile(os.path.join(output_dir, INFO_FILE)):
+        if any(os.path.isdir(f) and os.listdir(f) for f in mask_dirs):
+            raise ValueError(
+                f"'{output_dir}' holds masks but no {INFO_FILE}, so what made them is unknown; "
+                "choose another --output-dir or pass --overwrite"
+            )
         return
     old = read_export_info(output_dir)
     diff = [k for k, v in settings.items() if old.get(k) != v]
@@ -75,7 +98,7 @@ def write_info(output_dir: str, settings: Dict, meta: Any, dicts: Sequence[Dict]
         images=[
             {
                 "stem": _stem(d),
-                "file_name": d["file_name"],
+                "file_name": os.path.abspath(d["file_name"]),
                 "height": int(d["height"]),
                 "width": int(d["width"]),
                 "cls_labels": list(d["cls_labels"]),
@@ -167,6 +190,8 @@ def build_model(cfg: Any) -> Any:
 
     cfg = cfg.clone()
     cfg.defrost()
+    # Every image needs a mask, so a too-small image is enlarged, never skipped.
+    cfg.INPUT.SMALL_TEST_IMAGE = "resize"
     cfg.TEST.BMP.EXTRA_OUTPUTS = True
     cfg.TEST.BMP.SEED_USE_GT_LABELS = True
     model = d2_build_model(cfg)
@@ -200,6 +225,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                 f"--dataset {args.dataset} has no image-level labels (cls_labels) for "
                 f"{len(unlabelled)} images (e.g. {unlabelled[0]}); seeds need them"
             )
+        per_stem = Counter(_stem(d) for d in dicts)
+        twice = sorted(s for s, n in per_stem.items() if n > 1)[:5]
+        if twice:
+            raise ConfigError(
+                f"--dataset {args.dataset} has images with the same file name in different "
+                f"folders (e.g. {twice}); their masks would overwrite each other"
+            )
         meta = MetadataCatalog.get(args.dataset)
         settings = export_settings(args, cfg, crf)
         check_resumable(args.output_dir, settings, args.overwrite)
@@ -212,7 +244,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     palette = [v for rgb in _palette() for v in rgb]
     counts = export(
         build_model(cfg),
-        SemSegEvalMapper(cfg, False),
+        SemSegEvalMapper(_resize_small(cfg), False),
         dicts,
         args.output_dir,
         args.seed,
@@ -242,6 +274,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"(name, '{args.output_dir}'), or train DeepLab on it with tools/train_second_stage.py"
     )
     return 0
+
+
+def _resize_small(cfg: Any) -> Any:
+    """``cfg`` with ``INPUT.SMALL_TEST_IMAGE "resize"``: every image of the split gets a mask."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.INPUT.SMALL_TEST_IMAGE = "resize"
+    return cfg
 
 
 def _on(cfg: Any) -> Any:

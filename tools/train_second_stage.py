@@ -28,13 +28,15 @@ def register_from_env() -> None:
     export_dir = os.environ.get(ENV)
     if not export_dir:
         return
-    from detectron2.data import DatasetCatalog
+    from detectron2.data import DatasetCatalog, MetadataCatalog
 
     import bmp  # noqa: F401  (registers BMP's datasets, e.g. voc_2012_val_sem_seg)
     from bmp.data.datasets.register_pseudo_masks import register_pseudo_masks
 
-    if DATASET_NAME not in DatasetCatalog.list():
-        register_pseudo_masks(DATASET_NAME, export_dir)
+    if DATASET_NAME in DatasetCatalog.list():  # e.g. a stale $BMP_PSEUDO_MASKS at import
+        DatasetCatalog.remove(DATASET_NAME)
+        MetadataCatalog.remove(DATASET_NAME)
+    register_pseudo_masks(DATASET_NAME, export_dir)
 
 
 def load_deeplab_train_net(path: str):

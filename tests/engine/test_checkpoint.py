@@ -1,6 +1,8 @@
 """bmp/engine/checkpoint.py: a crash during a save never corrupts the last checkpoint."""
 
 import os
+import socket
+import time
 
 import pytest
 import torch
@@ -8,6 +10,7 @@ from torch import nn
 
 from bmp.engine import checkpoint as ckpt
 from bmp.engine.checkpoint import AtomicCheckpointer
+from bmp.utils import file_io
 
 
 def _model(value: float) -> nn.Module:
@@ -79,18 +82,29 @@ def test_no_save_dir_or_not_main_process_writes_nothing(tmp_path):
 def test_leftover_temp_files_are_removed_on_start(tmp_path):
     c = AtomicCheckpointer(_model(1.0), str(tmp_path))
     c.save("model_0000009", iteration=9)
+    here = socket.gethostname()
     dead_pid = 2**22 + 12345  # above Linux's pid_max: no such process
-    leftovers = [f".model_0000019.pth.tmp{dead_pid}", f".last_checkpoint.tmp{dead_pid}"]
+    leftovers = [
+        f".model_0000019.pth.tmp@{here}@{dead_pid}",
+        f".last_checkpoint.tmp@{here}@{dead_pid}",
+    ]
     (tmp_path / leftovers[0]).write_bytes(b"\x80half a pickle")
     (tmp_path / leftovers[1]).write_bytes(b"")
-    live = tmp_path / f".model_0000029.pth.tmp{os.getpid()}"  # a writer that is still running
+    live = tmp_path / f".model_0000029.pth.tmp@{here}@{os.getpid()}"  # a writer still running
     live.write_bytes(b"")
+    # A live process id but untouched for hours: a leftover whose id was handed out again.
+    reused = tmp_path / f".model_0000039.pth.tmp@{here}@1"  # pid 1 is always running
+    reused.write_bytes(b"")
+    os.utime(reused, (time.time() - 2 * file_io.STALE_AFTER_S,) * 2)
+    other_host = tmp_path / f".model_0000049.pth.tmp@another-host@{dead_pid}"  # not ours
+    other_host.write_bytes(b"")
     unrelated = tmp_path / ".hidden.tmp"
     unrelated.write_bytes(b"keep")
 
     AtomicCheckpointer(_model(1.0), str(tmp_path))
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == sorted([".hidden.tmp", live.name, "last_checkpoint", "model_0000009.pth"])
+    kept = [".hidden.tmp", live.name, other_host.name, "last_checkpoint", "model_0000009.pth"]
+    assert names == sorted(kept)
     AtomicCheckpointer(_model(1.0), str(tmp_path), save_to_disk=False)  # other ranks: no I/O
     assert live.exists()
 

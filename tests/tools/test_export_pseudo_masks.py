@@ -133,3 +133,28 @@ def test_crf_export_keeps_classes_and_uncertain_pixels(setup, capsys):
         labels = np.asarray(Image.open(out / IDS_DIR / f"{d['image_id']}.png"))
         assert set(np.unique(labels)) <= {0, 255, *d["cls_labels"]}
         np.testing.assert_array_equal(labels == 255, ref_seeds[d["image_id"]] == 255)
+
+
+def test_settings_cover_the_config_and_the_weights_file(tmp_path):
+    from argparse import Namespace
+
+    from bmp.config import load_config
+
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"x")
+    cfg = load_config(TINY, ["MODEL.WEIGHTS", str(weights)])
+    args = Namespace(dataset="d", seed="bsp")
+    base = tool.export_settings(args, cfg, None)
+    other = load_config(TINY, ["MODEL.WEIGHTS", str(weights), "MODEL.BMP.BSP.SIGMA_C", "0.4"])
+    assert tool.export_settings(args, other, None)["config_sha1"] != base["config_sha1"]
+    weights.write_bytes(b"retrained")  # same path, new contents
+    assert tool.export_settings(args, cfg, None)["weights_file"] != base["weights_file"]
+
+
+def test_masks_without_info_or_an_overwrite_are_never_mixed(tmp_path):
+    (tmp_path / "SegmentationClass").mkdir()
+    (tmp_path / "SegmentationClass" / "a.png").write_bytes(b"png")
+    with pytest.raises(ValueError, match="no export_info.json"):
+        tool.check_resumable(str(tmp_path), {"seed": "par"}, overwrite=False)
+    tool.check_resumable(str(tmp_path), {"seed": "par"}, overwrite=True)
+    assert not (tmp_path / "SegmentationClass").exists()  # emptied before anything is written

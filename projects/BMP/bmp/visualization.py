@@ -65,6 +65,7 @@ class BMPPredictor(DefaultPredictor):
         cfg.defrost()
         cfg.TEST.BMP.EXTRA_OUTPUTS = True
         cfg.TEST.BMP.SEED_USE_GT_LABELS = False
+        cfg.INPUT.SMALL_TEST_IMAGE = "resize"  # a demo image is always shown, never skipped
         adapt_config_to_machine(cfg)
         cfg.freeze()
         self.crf = CRFParams.from_config(cfg.TEST.CRF)
@@ -189,7 +190,8 @@ def write_panels(
         image = read_image(path, format="BGR")
         panel = make_panel(image[:, :, ::-1], predictor(image, path), predictor.metadata, scale)
         dst = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + suffix)
-        cv2.imwrite(dst, panel[:, :, ::-1], params)
+        if not cv2.imwrite(dst, panel[:, :, ::-1], params):
+            raise OSError(f"could not write the panel of '{path}' to '{dst}'")
         logger.info(f"panel: {path} -> {dst}")
         written.append(dst)
     return written

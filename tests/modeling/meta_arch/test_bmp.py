@@ -294,3 +294,11 @@ def test_config_errors_name_the_key(make_cfg, make_model):
         build_model(make_cfg(**{"MODEL.BMP.S2C.LOSS": "bce"}))
     with pytest.raises(KeyError, match="cls_label"):
         make_model()([{"image": torch.zeros(3, 64, 64, dtype=torch.uint8)}])
+
+
+def test_s2c_gate_settings_are_checked(make_cfg):
+    with pytest.raises(ValueError, match="GATE_AGREEMENT"):
+        build_model(make_cfg(**{"MODEL.BMP.S2C.GATE_AGREEMENT": 1.5}))
+    off = {"MODEL.BMP.S2C.GATE_AGREEMENT": 0.9, "MODEL.BMP.C2S.ENABLED": False}
+    with pytest.raises(ValueError, match="C2S.ENABLED"):
+        build_model(make_cfg(**off))

@@ -44,7 +44,7 @@ def scaled_size(height: int, width: int, min_size: int, max_size: int) -> Tuple[
             scale = max_size / max(height, width)
     else:
         scale = min(1.0, max_size / max(height, width))
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
 class EvalImageSize:
@@ -85,7 +85,7 @@ class EvalImageSize:
         h, w = scaled_size(height, width, self.min_size, self.max_size)
         if max(height, width) > OVERSIZE_FACTOR * self.max_size:
             self._warn_once(
-                file_name,
+                (file_name, "large"),
                 f"Evaluation image '{file_name}' is {height}x{width} (HxW), over "
                 f"{OVERSIZE_FACTOR}x INPUT.MAX_SIZE_TEST = {self.max_size}; it is evaluated at "
                 f"{h}x{w} and scored at full size.",
@@ -100,7 +100,7 @@ class EvalImageSize:
             scale = self.min_side / min(h, w)
             h, w = int(h * scale + 0.5), int(w * scale + 0.5)
             self._warn_once(
-                file_name,
+                (file_name, "small"),
                 f"Evaluation image '{file_name}' is {height}x{width} (HxW), below "
                 f"INPUT.MIN_SIDE_TEST = {self.min_side}; evaluated enlarged to {h}x{w} "
                 '(INPUT.SMALL_TEST_IMAGE "resize").',
@@ -115,9 +115,9 @@ class EvalImageSize:
             return image
         return T.ResizeTransform(height, width, h, w).apply_image(image)
 
-    def _warn_once(self, file_name: str, message: str) -> None:
-        if file_name not in self._warned:
-            self._warned.add(file_name)
+    def _warn_once(self, key: Any, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
             logger.warning(message)
 
 

@@ -34,8 +34,9 @@ def write_label_png(path: str, labels: np.ndarray, palette: Optional[Sequence[in
     if palette is not None:
         image.putpalette(list(palette) + [0] * (768 - len(palette)))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}.png"
-    image.save(tmp)
+    # Hidden and not ending in .png, so a kill never leaves something that looks like a mask.
+    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.tmp{os.getpid()}")
+    image.save(tmp, format="PNG")
     os.replace(tmp, path)
 
 

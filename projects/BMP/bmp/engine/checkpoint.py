@@ -29,7 +29,11 @@ class DamagedCheckpointError(ValueError):
 
 
 # What torch.load / pickle raise on a truncated or overwritten file.
-_READ_ERRORS = (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError)
+# A damaged legacy (non-zip) pickle can fail with almost anything while unpickling.
+_READ_ERRORS = (
+    RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError,
+    KeyError, AttributeError, UnicodeDecodeError, ImportError, IndexError, TypeError,
+)  # fmt: skip
 
 
 def _one_line(e: BaseException, limit: int = 200) -> str:

@@ -102,7 +102,11 @@ class BMPTrainer(DefaultTrainer):
         )
         ret = super().build_hooks()
         ret.insert(1, GroupLRLogger())
-        ret[:0] = [SeedEveryStep(self.seed), BroadcastBuffers()]
+        # Buffers are made equal after PreciseBN (which recomputes them per process) and before
+        # the checkpointer and the evaluation read them.
+        before = next(i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicCheckpointer))
+        ret.insert(before, BroadcastBuffers())
+        ret.insert(0, SeedEveryStep(self.seed))
         ret.insert(0, PhaseETAHook(self.max_iter, training_phases(self.cfg)))
         return ret
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from detectron2.config import CfgNode, configurable
+from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
@@ -15,7 +16,7 @@ from .losses import affinity_loss, c2s_loss, classification_loss, s2c_loss
 from .schedule import LossSchedule, Phase
 from .structures import BranchOutputs
 
-__all__ = ["BMPCriterion", "label_agreement"]
+__all__ = ["BMPCriterion", "agreement_counts", "label_agreement"]
 
 
 class BMPCriterion(nn.Module):
@@ -69,6 +70,12 @@ class BMPCriterion(nn.Module):
                     f"{key}={value!r} must be 'mlsm' (per-pixel multi-label soft margin, the "
                     "authors' --loss_type BCE) or 'ce' (cross-entropy)"
                 )
+        gate = bmp.S2C.GATE_AGREEMENT
+        if not 0.0 <= gate <= 1.0 or (gate > 0 and not bmp.C2S.ENABLED):
+            raise ValueError(
+                f"MODEL.BMP.S2C.GATE_AGREEMENT={gate} must be in [0, 1] (0 = off), and it needs "
+                "MODEL.BMP.C2S.ENABLED: the gate compares the segmentation with its c2s labels"
+            )
         return {
             "schedule": LossSchedule(
                 c2s_start=bmp.C2S.START_ITER,
@@ -86,7 +93,7 @@ class BMPCriterion(nn.Module):
             "c2s_loss_mode": bmp.C2S.LOSS,
             "s2c_loss_mode": bmp.S2C.LOSS,
             "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
-            "s2c_gate": bmp.S2C.GATE_AGREEMENT,
+            "s2c_gate": gate,
         }
 
     def phase(self, iteration: int) -> Phase:
@@ -130,19 +137,27 @@ class BMPCriterion(nn.Module):
             return True
         if c2s_labels is None:
             return False
-        agreement = label_agreement(main.seg_up().detach(), c2s_labels, self.ignore_value)
+        counts = agreement_counts(main.seg_up().detach(), c2s_labels, self.ignore_value)
+        if comm.get_world_size() > 1:  # one decision for all processes: the global agreement
+            torch.distributed.all_reduce(counts)
+        agreement = None if counts[1] == 0 else float(counts[0] / counts[1])
         _log("bmp/s2c_gate_agreement", agreement)
         if agreement is not None and agreement >= self.s2c_gate:
             self.s2c_open.fill_(True)
         return bool(self.s2c_open)
 
 
+def agreement_counts(logits: Tensor, labels: Tensor, ignore_value: int) -> Tensor:
+    """``[pixels where argmax(logits) equals labels, labelled pixels]`` as a float tensor."""
+    keep = labels != ignore_value
+    matched = (logits.argmax(dim=1)[keep] == labels[keep]).sum()
+    return torch.stack([matched, keep.sum()]).to(logits.dtype)
+
+
 def label_agreement(logits: Tensor, labels: Tensor, ignore_value: int) -> float | None:
     """Share of the labelled pixels where ``argmax(logits)`` equals ``labels``; None if none."""
-    keep = labels != ignore_value
-    if not bool(keep.any()):
-        return None
-    return float((logits.argmax(dim=1)[keep] == labels[keep]).float().mean())
+    matched, labelled = agreement_counts(logits, labels, ignore_value).tolist()
+    return None if labelled == 0 else matched / labelled
 
 
 def _log(name: str, value: float | None) -> None:

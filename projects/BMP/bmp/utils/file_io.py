@@ -8,6 +8,8 @@ leftover of a killed writer from a write in progress.
 
 import os
 import re
+import socket
+import time
 from typing import IO, Any, Callable, List
 
 import torch
@@ -15,13 +17,17 @@ import torch
 __all__ = ["atomic_write", "atomic_torch_save", "remove_stale_temp_files"]
 
 
-# ".<target name>.tmp<pid>": hidden, and tied to the process that writes it.
-_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.tmp(?P<pid>\d+)$")
+# ".<target name>.tmp@<host>@<pid>": hidden, and tied to the process that writes it.
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.tmp@(?P<host>[^@/]+)@(?P<pid>\d+)$")
+# A temporary file untouched this long is a leftover even if its process id is in use again
+# (a restarted container hands out the same ids); live writes touch theirs continuously.
+STALE_AFTER_S = 3600.0
 
 
 def _temp_path(path: str) -> str:
     directory = os.path.dirname(os.path.abspath(path))
-    return os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    name = f".{os.path.basename(path)}.tmp@{socket.gethostname()}@{os.getpid()}"
+    return os.path.join(directory, name)
 
 
 def _process_alive(pid: int) -> bool:
@@ -36,17 +42,34 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def _is_leftover(directory: str, match: "re.Match[str]") -> bool:
+    """Written on this host by a process that is gone, or untouched for ``STALE_AFTER_S``.
+
+    Files of other hosts sharing the folder are theirs to clean: their process ids mean nothing
+    here.
+    """
+    if match["host"] != socket.gethostname():
+        return False
+    path = os.path.join(directory, match.group(0))
+    try:
+        idle = time.time() - os.path.getmtime(path)
+    except FileNotFoundError:
+        return False
+    return not _process_alive(int(match["pid"])) or idle > STALE_AFTER_S
+
+
 def remove_stale_temp_files(directory: str) -> List[str]:
     """Delete the temporary files that killed :func:`atomic_write` calls left in ``directory``.
 
-    A file whose writer process is still running is kept. Returns the removed paths.
+    A file whose writer is still running (same host, live process, recently written) is kept.
+    Returns the removed paths.
     """
     removed = []
     if not os.path.isdir(directory):
         return removed
     for name in sorted(os.listdir(directory)):
         match = _TEMP_NAME.match(name)
-        if match is None or _process_alive(int(match["pid"])):
+        if match is None or not _is_leftover(directory, match):
             continue
         path = os.path.join(directory, name)
         try:
