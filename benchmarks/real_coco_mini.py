@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (threads split evenly)")
     p.add_argument("--out", default=str(runs.RESULTS))
     p.add_argument("--quick", action="store_true", help="seed 0 only, 6 iterations, tag 'quick'")
+    keys = [v.key for v in VARIANTS]
+    p.add_argument("--variants", nargs="+", default=keys, choices=keys, help="rows to run")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every run")
     args = p.parse_args(argv)
     try:
@@ -109,17 +111,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     out, tag = Path(args.out), "quick" if args.quick else ""
-    grid = [(v, s) for v, s in GRID if not args.quick or s == 0]
+    grid = [(v, s) for v, s in GRID if v.key in args.variants and (not args.quick or s == 0)]
     opts = (QUICK if args.quick else []) + list(args.opts)
     done = runs.run_grid(grid, out / "coco_mini_runs", (VAL, TRAIN), opts, args.jobs, tag)
     from bmp.evaluation import all_background_miou
 
     baseline = [("all background", {"seg_val": all_background_miou(VAL)})]
-    table, summary = runs.results_table(VARIANTS, done, COLUMNS, baseline)
+    chosen = [v for v in VARIANTS if v.key in args.variants]
+    table, summary = runs.results_table(chosen, done, COLUMNS, baseline)
     stem = "coco_mini_quick" if args.quick else "coco_mini"
-    full = next(r.out_dir for r in done if r.variant.key == "full" and r.seed == 0)
-    per_class_tables(full, out / f"{stem}_per_class.md")
-    panels = write_panels_of(full, out / f"{stem}_panels")
+    full = next((r.out_dir for r in done if r.variant.key == "full" and r.seed == 0), None)
+    panels = []
+    if full is not None:  # per-class tables and panels show full BMP
+        per_class_tables(full, out / f"{stem}_per_class.md")
+        panels = write_panels_of(full, out / f"{stem}_panels")
     minutes = sum(runs.run_minutes(r.out_dir) for r in done) / args.jobs
     cmd = "python benchmarks/real_coco_mini.py" + (
         " " + " ".join(sys.argv[1:]) if argv is None else ""
