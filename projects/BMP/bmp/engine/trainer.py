@@ -104,7 +104,9 @@ class BMPTrainer(DefaultTrainer):
         ret.insert(1, GroupLRLogger())
         # Buffers are made equal after PreciseBN (which recomputes them per process) and before
         # the checkpointer and the evaluation read them.
-        before = next(i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicCheckpointer))
+        # Only the main process has a checkpointer; every process has the evaluation hook.
+        readers = (hooks.PeriodicCheckpointer, hooks.EvalHook)
+        before = next(i for i, h in enumerate(ret) if isinstance(h, readers))
         ret.insert(before, BroadcastBuffers())
         ret.insert(0, SeedEveryStep(self.seed))
         ret.insert(0, PhaseETAHook(self.max_iter, training_phases(self.cfg)))
