@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     chosen = [v for v in VARIANTS if v.key in args.variants]
     grid = [(v, s) for s in args.seeds for v in chosen]
+    from bmp.data.datasets.register_synthetic import ensure_default_synthetic
+
+    ensure_default_synthetic(progress=True)  # generated once, as `make demo` does
     runs = run_grid(grid, out / "ablation_runs", (VAL, TRAIN), args.opts, args.jobs, args.tag)
     from bmp.evaluation import all_background_miou
 

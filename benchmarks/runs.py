@@ -161,9 +161,10 @@ def skip_reason(variant: Variant) -> str | None:
     or None. Lets a benchmark list a row whose config or model is still to come."""
     if not (REPO / variant.config).is_file():
         return f"{variant.config} does not exist yet"
-    from detectron2.modeling import META_ARCH_REGISTRY
+    import bmp  # noqa: F401  (first: it imports detectron2 quietly and registers BMP's models)
 
-    import bmp  # noqa: F401  (registers BMP's meta-architectures)
+    # isort: split
+    from detectron2.modeling import META_ARCH_REGISTRY
 
     try:
         arch = _load(variant).MODEL.META_ARCHITECTURE
