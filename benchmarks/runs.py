@@ -102,11 +102,14 @@ def train_command(config: Path, out_dir: Path, opts: Sequence[str]) -> list[str]
     return cmd + list(opts) + ["OUTPUT_DIR", str(out_dir)]
 
 
+def _relative(path: Path) -> str:
+    """``path`` relative to the repository root when it lies inside it (as a reader pastes it)."""
+    return os.path.relpath(path, REPO) if str(path).startswith(str(REPO)) else str(path)
+
+
 def _shell_line(cmd: Sequence[str], threads: int) -> str:
     """``cmd`` as one shell line to paste in the repository root, with its thread count."""
-    words = ["python"] + [
-        os.path.relpath(w, REPO) if w.startswith(str(REPO)) else w for w in cmd[1:]
-    ]
+    words = ["python"] + [_relative(Path(w)) if w.startswith(str(REPO)) else w for w in cmd[1:]]
     return f"OMP_NUM_THREADS={threads} " + " ".join(shlex.quote(w) for w in words)
 
 
@@ -296,7 +299,9 @@ def results_table(
             "seeds": seeds,
             "values": values,
             "mean_std": dict(zip((c.key for c in columns), cells)),
-            "runs": [{"seed": r.seed, "dir": str(r.out_dir), "command": r.command} for r in mine],
+            "runs": [
+                {"seed": r.seed, "dir": _relative(r.out_dir), "command": r.command} for r in mine
+            ],
         }
     notes = [f"* not run: {k}: {why}" for k, why in summary["not_run"].items()]
     return "\n".join(lines + ([""] + notes if notes else [])), summary
