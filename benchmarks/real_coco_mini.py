@@ -28,6 +28,7 @@ real photos and are not comparable to published VOC results.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -53,6 +54,7 @@ GRID = [(VARIANTS[3], 0), (VARIANTS[1], 0), (VARIANTS[2], 0), (VARIANTS[0], 0), 
 
 COLUMNS = [
     Column("seg_val", "seg mIoU (val)", VAL, "sem_seg", needs_seg=True),
+    Column("seg_train", "seg mIoU (train)", TRAIN, "sem_seg", needs_seg=True),
     Column("cam_val", "CAM seed (val)", VAL, "seed_cam"),
     *seed_columns(TRAIN),
     Column("cls_map", "cls mAP (val)", VAL, "classification", "mAP"),
@@ -84,13 +86,22 @@ def write_panels_of(run_dir: Path, out_dir: Path) -> list[str]:
     return write_panels(BMPPredictor(cfg), files, out_dir, scale=0.5, suffix=".jpg")
 
 
-def per_class_tables(run_dir: Path, path: Path) -> None:
+def _shown_run(done: list[runs.Run]) -> runs.Run | None:
+    """The seed-0 run whose per-class tables and panels are written: full BMP when it ran,
+    else the first of c2s only, the supervised ceiling and CAM only."""
+    order = ["full", "c2s_only", "supervised", "cam_only"]
+    seed0 = {r.variant.key: r for r in done if r.seed == 0}
+    return next((seed0[k] for k in order if k in seed0), None)
+
+
+def per_class_tables(run: runs.Run, path: Path) -> None:
     """The per-class IoU tables a run wrote for val and train, in one file."""
+    run_dir = run.out_dir
     blocks = []
     for ds in (VAL, TRAIN):
         md = sorted(run_dir.glob(f"eval_{ds}_iter*.md"))
         blocks.append(md[-1].read_text() if md else f"(no per-class table for {ds})")
-    title = f"# coco_mini per-class IoU, full BMP ({run_dir.name})"
+    title = f"# coco_mini per-class IoU, {run.variant.label} ({run_dir.name})"
     path.write_text(title + "\n\n" + "\n\n".join(blocks) + "\n")
 
 
@@ -120,11 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [v for v in VARIANTS if v.key in args.variants]
     table, summary = runs.results_table(chosen, done, COLUMNS, baseline)
     stem = "coco_mini_quick" if args.quick else "coco_mini"
-    full = next((r.out_dir for r in done if r.variant.key == "full" and r.seed == 0), None)
+    shown = _shown_run(done)
     panels = []
-    if full is not None:  # per-class tables and panels show full BMP
-        per_class_tables(full, out / f"{stem}_per_class.md")
-        panels = write_panels_of(full, out / f"{stem}_panels")
+    for old in (out / f"{stem}_per_class.md", out / f"{stem}_panels"):
+        if old.is_file():
+            old.unlink()
+        elif old.is_dir():
+            shutil.rmtree(old)  # never leave another run's panels beside this table
+    if shown is not None:
+        per_class_tables(shown, out / f"{stem}_per_class.md")
+        panels = write_panels_of(shown.out_dir, out / f"{stem}_panels")
     minutes = sum(runs.run_minutes(r.out_dir) for r in done) / args.jobs
     cmd = "python benchmarks/real_coco_mini.py" + (
         " " + " ".join(sys.argv[1:]) if argv is None else ""
@@ -133,8 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         "# BMP on real photos: coco_mini (VOC-21 labels), EfficientNet-Lite2 (ImageNet, PyPI)\n\n"
         f"`{cmd.strip()}` (about {minutes:.0f} min of training and evaluation here, "
         f"{args.jobs} runs at a time). {INTRO}\n\n{table}\n\n"
-        f"Per-class IoU: `{stem}_per_class.md`. Panels: `{stem}_panels/`.\n"
     )
+    if shown is not None:
+        md += f"Per-class IoU and panels of {shown.variant.label}, seed 0: `{stem}_per_class.md`, "
+        md += f"`{stem}_panels/`.\n"
     payload = {"command": cmd.strip(), "overrides": opts, **summary, "panels": panels}
     runs.write_report(out, stem, md, payload)
     print(f"\n{table}\n\nwrote {out}/{stem}.{{md,json}}, per-class table, panels")
