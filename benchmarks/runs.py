@@ -102,14 +102,16 @@ def train_command(config: Path, out_dir: Path, opts: Sequence[str]) -> list[str]
     return cmd + list(opts) + ["OUTPUT_DIR", str(out_dir)]
 
 
-def _relative(path: Path) -> str:
-    """``path`` relative to the repository root when it lies inside it (as a reader pastes it)."""
-    return os.path.relpath(path, REPO) if str(path).startswith(str(REPO)) else str(path)
+def _relative(path: str | Path) -> str:
+    """``path`` relative to the repository root when it lies inside it (as a reader pastes it);
+    any other word unchanged."""
+    path = str(path)
+    return os.path.relpath(path, REPO) if path.startswith(str(REPO)) else path
 
 
 def _shell_line(cmd: Sequence[str], threads: int) -> str:
     """``cmd`` as one shell line to paste in the repository root, with its thread count."""
-    words = ["python"] + [_relative(Path(w)) if w.startswith(str(REPO)) else w for w in cmd[1:]]
+    words = ["python"] + [_relative(w) for w in cmd[1:]]
     return f"OMP_NUM_THREADS={threads} " + " ".join(shlex.quote(w) for w in words)
 
 
