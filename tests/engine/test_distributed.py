@@ -105,9 +105,12 @@ def test_two_cpu_processes_agree(datasets_root, tmp_path, norm, head_norm):
     assert set(report["results"]) == {"synthetic_wsss_val_sem_seg", "synthetic_wsss_train_sem_seg"}
     for dataset, tasks in report["results"].items():
         assert {"sem_seg", "seed_cam", "seed_par", "seed_bsp"} <= set(tasks)
+        # Two processes and one sum floats in another order, so a seed pixel sitting on BSP's
+        # threshold can flip (seen: 4e-5 points of mIoU). 1e-3 points is still 2600x below the
+        # disagreement unsynchronised BatchNorm statistics caused (2.6 points).
         for task in ("sem_seg", "seed_bsp"):
             for metric in ("mIoU", "pACC"):
                 assert tasks[task][metric] == pytest.approx(
-                    single[dataset][task][metric], abs=1e-6
+                    single[dataset][task][metric], abs=1e-3
                 ), (dataset, task, metric)
     assert report["results"]["synthetic_wsss_train_sem_seg"]["seed_cam"]["num_images"] == 8
