@@ -5,8 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from bmp.modeling.multiscale import (
-    fuse_multiscale_cams,
-    fuse_multiscale_seg,
+    fuse_multiscale,
     merge_flip,
     minmax_normalize,
     multiscale_logits,
@@ -73,20 +72,22 @@ def test_fuse_with_pass_sizes_resizes_in_two_steps():
     b, k = 1, 2
     maps = [torch.randn(2 * b, k, 3, 3), torch.randn(2 * b, k, 5, 5)]
     pass_sizes = [(10, 10), (18, 18)]  # e.g. scales 0.5 and 1.5 of a 20x20 input at stride ~3
-    for fuse, mode in ((fuse_multiscale_cams, "max"), (fuse_multiscale_seg, "mean")):
-        two = fuse(maps, (20, 20), pass_sizes=pass_sizes)
+    for branch, mode in (("cam", "max"), ("seg", "mean")):
+        two = fuse_multiscale(maps, (20, 20), branch, pass_sizes=pass_sizes)
         assert torch.allclose(two, _reference_fuse(maps, (20, 20), mode, pass_sizes), atol=1e-6)
         # ... which is measurably not the single resize.
-        assert (two - fuse(maps, (20, 20))).abs().max() > 1e-3
+        assert (two - fuse_multiscale(maps, (20, 20), branch)).abs().max() > 1e-3
     with pytest.raises(ValueError, match="pass sizes"):
-        fuse_multiscale_cams(maps, (20, 20), pass_sizes=[(10, 10)])
+        fuse_multiscale(maps, (20, 20), "cam", pass_sizes=[(10, 10)])
+    with pytest.raises(ValueError, match="branch must be"):
+        fuse_multiscale(maps, (20, 20), "aff")
 
 
 def test_fuse_multiscale_cams_matches_resize_merge_relu_sum():
     torch.manual_seed(0)
     b, k = 2, 3
     maps = [torch.randn(2 * b, k, 5, 6), torch.randn(2 * b, k, 3, 3), torch.randn(2 * b, k, 8, 9)]
-    out = fuse_multiscale_cams(maps, (10, 12))
+    out = fuse_multiscale(maps, (10, 12), "cam")
     assert out.shape == (b, k, 10, 12)
     assert torch.allclose(out, _reference_fuse(maps, (10, 12), "max"), atol=1e-6)
     assert (out >= 0).all()
@@ -96,7 +97,7 @@ def test_fuse_multiscale_cams_relu_per_scale_by_hand():
     # Two scales already at the target size: relu(max) then sum.
     s1 = torch.tensor([[[[-1.0, 2.0]]], [[[-3.0, -5.0]]]])  # orig [-1, 2], flip -> [-5, -3]
     s2 = torch.tensor([[[[4.0, -2.0]]], [[[1.0, -1.0]]]])  # orig [4, -2], flip -> [-1, 1]
-    out = fuse_multiscale_cams([s1, s2], (1, 2))
+    out = fuse_multiscale([s1, s2], (1, 2), "cam")
     # scale1: max -> [-1, 2] -> relu [0, 2]; scale2: max -> [4, 1]
     assert out.tolist() == [[[[4.0, 3.0]]]]
 
@@ -104,7 +105,7 @@ def test_fuse_multiscale_cams_relu_per_scale_by_hand():
 def test_fuse_multiscale_seg_matches_resize_mean_sum_without_relu():
     torch.manual_seed(1)
     maps = [torch.randn(4, 4, 6, 6), torch.randn(4, 4, 3, 4)]
-    out = fuse_multiscale_seg(maps, (12, 12))
+    out = fuse_multiscale(maps, (12, 12), "seg")
     assert out.shape == (2, 4, 12, 12)
     assert torch.allclose(out, _reference_fuse(maps, (12, 12), "mean"), atol=1e-6)
     assert (out < 0).any()  # no ReLU
@@ -112,11 +113,11 @@ def test_fuse_multiscale_seg_matches_resize_mean_sum_without_relu():
 
 def test_fuse_without_flip_and_bad_inputs():
     x = torch.randn(2, 3, 4, 4)
-    assert torch.allclose(fuse_multiscale_seg([x, x], (4, 4), flip=False), 2 * x)
+    assert torch.allclose(fuse_multiscale([x, x], (4, 4), "seg", flip=False), 2 * x)
     with pytest.raises(ValueError, match="no scales"):
-        fuse_multiscale_cams([], (4, 4))
+        fuse_multiscale([], (4, 4), "cam")
     with pytest.raises(ValueError, match="same batch"):
-        fuse_multiscale_cams([torch.zeros(4, 3, 2, 2), torch.zeros(4, 2, 2, 2)], (2, 2))
+        fuse_multiscale([torch.zeros(4, 3, 2, 2), torch.zeros(4, 2, 2, 2)], (2, 2), "cam")
 
 
 def test_minmax_normalize_is_per_image_and_per_channel():
@@ -143,11 +144,11 @@ def test_minmax_normalize_is_per_image_and_per_channel():
 def test_fuse_does_not_modify_inputs_and_supports_autograd():
     x = torch.randn(2, 3, 4, 4, requires_grad=True)
     before = x.detach().clone()
-    out = fuse_multiscale_cams([x], (4, 4), flip=False)
+    out = fuse_multiscale([x], (4, 4), "cam", flip=False)
     assert torch.equal(x.detach(), before)
     assert torch.equal(out, F.relu(before))
     pair = torch.randn(4, 3, 2, 2, requires_grad=True)
-    fuse_multiscale_cams([pair, pair], (4, 4)).sum().backward()
+    fuse_multiscale([pair, pair], (4, 4), "cam").sum().backward()
     assert pair.grad is not None and torch.isfinite(pair.grad).all()
 
 

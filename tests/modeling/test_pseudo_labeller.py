@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from bmp.modeling.par import PAR
 from bmp.modeling.pseudo_labeller import PseudoLabeller
 from bmp.modeling.pseudo_labels import (
+    Refinement,
     affinity_labels,
     bsp_pseudo_labels,
     cam_seed_labels,
@@ -59,18 +60,15 @@ def test_targets_follow_the_phase_and_equal_the_seeds():
     par_phase = labeller.training_targets(forward, batch, main, Phase(True, False, True, False))
     assert calls == [(2, (32, 32)), (4, (16, 16))]  # flip at 1.0, then 0.5 with its flip
     maps = labeller.maps(forward, batch, main, with_seg=True)
-    par = par_pseudo_labels(
-        maps.cams, batch.cls_label, batch.images / 255, batch.valid, labeller.par
-    )
+    along = Refinement(batch.images / 255, batch.valid, labeller.par)
+    par = par_pseudo_labels(maps.cams, batch.cls_label, along)
     assert torch.equal(par_phase["c2s"], par)
     assert torch.equal(
         par_phase["aff"], affinity_labels(par, (8, 8), labeller.thresholds.aff_radius)
     )
 
     bsp_phase = labeller.training_targets(forward, batch, main, Phase(True, False, False, True))
-    bsp = bsp_pseudo_labels(
-        maps.segs[:, :1], maps.cams, batch.cls_label, batch.images / 255, batch.valid, labeller.par
-    )
+    bsp = bsp_pseudo_labels(maps.segs[:, :1], maps.cams, batch.cls_label, along)
     assert torch.equal(bsp_phase["c2s"], bsp) and not torch.equal(bsp, par)
 
 

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from bmp.modeling.par import PAR
 from bmp.modeling.pseudo_labels import (
+    Refinement,
     affinity_labels,
     bsp_pseudo_labels,
     cam_seed_labels,
@@ -29,7 +30,7 @@ def test_two_threshold_rule():
     cls_label = torch.tensor([[1.0, 0.0]])
     valid = torch.tensor([[[True, True, True, False]]])
     image = torch.rand(1, 3, 1, 4)
-    labels = par_pseudo_labels(cams, cls_label, image, valid, IDENTITY_PAR, refine_scale=1.0)
+    labels = par_pseudo_labels(cams, cls_label, Refinement(image, valid, IDENTITY_PAR, scale=1.0))
     # fg in both runs -> 1; high-run bg & low-run fg -> ignore; both bg -> 0; padded -> ignore.
     assert labels.tolist() == [[[1, IGN, 0, IGN]]]
     assert labels.dtype == torch.long
@@ -40,10 +41,10 @@ def test_two_threshold_rule_follows_thresholds():
     cls_label = torch.tensor([[1.0, 1.0]])
     valid = torch.ones(1, 1, 2, dtype=torch.bool)
     image = torch.rand(1, 3, 1, 2)
-    default = par_pseudo_labels(cams, cls_label, image, valid, IDENTITY_PAR, refine_scale=1.0)
+    default = par_pseudo_labels(cams, cls_label, Refinement(image, valid, IDENTITY_PAR, scale=1.0))
     assert default.tolist() == [[[IGN, 0]]]
     lower = par_pseudo_labels(
-        cams, cls_label, image, valid, IDENTITY_PAR, bg_high=0.4, bg_low=0.2, refine_scale=1.0
+        cams, cls_label, Refinement(image, valid, IDENTITY_PAR, scale=1.0), bg_scores=(0.4, 0.2)
     )
     assert lower.tolist() == [[[1, IGN]]]
 
@@ -89,7 +90,7 @@ def _random_batch(seed, b=3, k=5, h=24, w=20):
 def test_batched_par_labels_match_per_image_loop():
     cams, cls_label, image, valid = _random_batch(0)
     par = PAR()
-    got = par_pseudo_labels(cams, cls_label, image, valid, par)
+    got = par_pseudo_labels(cams, cls_label, Refinement(image, valid, par))
     ref = _reference_par_labels(cams, cls_label, image, valid, par, 0.55, 0.35, 0.5)
     assert torch.equal(got, ref)
     # The batch is not trivial: background, ignore and several classes all occur.
@@ -101,15 +102,17 @@ def test_absent_classes_are_never_predicted():
     cams, cls_label, image, valid = _random_batch(1)
     cams[:, 1] = 10.0  # class 2 is absent everywhere but has the largest CAM
     for labels in (
-        par_pseudo_labels(cams, cls_label, image, valid, PAR()),
-        bsp_pseudo_labels(cams[:, :1] * 0.5, cams, cls_label, image, valid, PAR()),
+        par_pseudo_labels(cams, cls_label, Refinement(image, valid, PAR())),
+        bsp_pseudo_labels(cams[:, :1] * 0.5, cams, cls_label, Refinement(image, valid, PAR())),
         cam_seed_labels(cams, cls_label, valid),
     ):
         for i in range(cams.shape[0]):
             allowed = {0, IGN} | set((cls_label[i].nonzero()[:, 0] + 1).tolist())
             assert set(labels[i].unique().tolist()) <= allowed
     # Image 2 has no class at all: background or ignore only.
-    assert set(par_pseudo_labels(cams, cls_label, image, valid, PAR())[2].unique().tolist()) <= {0}
+    assert set(
+        par_pseudo_labels(cams, cls_label, Refinement(image, valid, PAR()))[2].unique().tolist()
+    ) <= {0}
 
 
 def test_bsp_labels_by_hand():
@@ -119,12 +122,12 @@ def test_bsp_labels_by_hand():
     valid = torch.tensor([[[True, True, True, True, False]]])
     image = torch.rand(1, 3, 1, 5)
     labels = bsp_pseudo_labels(
-        seg_bg, cams, cls_label, image, valid, IDENTITY_PAR, refine_scale=1.0
+        seg_bg, cams, cls_label, Refinement(image, valid, IDENTITY_PAR, scale=1.0)
     )
     # bg 0.8 wins; class 1 0.7 wins; max 0.4 < sigma_c -> ignore; bg 0.9 wins; padded -> ignore.
     assert labels.tolist() == [[[0, 1, IGN, 0, IGN]]]
     loose = bsp_pseudo_labels(
-        seg_bg, cams, cls_label, image, valid, IDENTITY_PAR, sigma_c=0.3, refine_scale=1.0
+        seg_bg, cams, cls_label, Refinement(image, valid, IDENTITY_PAR, scale=1.0), sigma_c=0.3
     )
     assert loose.tolist() == [[[0, 1, 1, 0, IGN]]]
 
@@ -151,7 +154,7 @@ def test_batched_bsp_labels_match_per_image_loop():
     cams, cls_label, image, valid = _random_batch(2)
     seg_bg = 1 - cams.amax(dim=1, keepdim=True)
     par = PAR()
-    got = bsp_pseudo_labels(seg_bg, cams, cls_label, image, valid, par)
+    got = bsp_pseudo_labels(seg_bg, cams, cls_label, Refinement(image, valid, par))
     b, _, h, w = cams.shape
     boxes = [(0, h, 0, w), (0, h, 0, w - 5), (0, h, 0, w)]
     for i in range(b):
@@ -167,7 +170,7 @@ def test_bsp_refines_only_the_box_of_real_pixels():
     valid[1] = True
     seg_bg = 1 - cams.amax(dim=1, keepdim=True)
     par = PAR()
-    got = bsp_pseudo_labels(seg_bg, cams, cls_label, image, valid, par)
+    got = bsp_pseudo_labels(seg_bg, cams, cls_label, Refinement(image, valid, par))
     ref = _reference_bsp_labels(seg_bg[0], cams[0], cls_label[0], image[0], (3, 21, 2, 15), par)
     assert torch.equal(got[0], ref)
     assert (got[0][~valid[0]] == IGN).all() and (got[0][valid[0]] != IGN).any()
@@ -193,9 +196,9 @@ def test_bsp_sigma_c_is_compared_with_the_grown_par_maps():
     image = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     valid = torch.ones(1, h, w, dtype=torch.bool)
     one = torch.ones(1, 1)
-    authors = bsp_pseudo_labels(seg_bg, cams, one, image, valid, PAR())
+    authors = bsp_pseudo_labels(seg_bg, cams, one, Refinement(image, valid, PAR()))
     assert (authors == 1).all()
-    normalized = bsp_pseudo_labels(seg_bg, cams, one, image, valid, PAR(normalize=True))
+    normalized = bsp_pseudo_labels(seg_bg, cams, one, Refinement(image, valid, PAR(normalize=True)))
     assert (normalized == IGN).all()
 
 
@@ -234,8 +237,10 @@ def test_padded_pixels_are_ignored_by_every_label_function(name):
     seg_logits = torch.zeros(b, k + 1, h, w)
     seg_logits[:, 1] = 5.0
     labels = {
-        "par": lambda: par_pseudo_labels(cams, cls_label, image, valid, PAR()),
-        "bsp": lambda: bsp_pseudo_labels(cams[:, :1] * 0, cams, cls_label, image, valid, PAR()),
+        "par": lambda: par_pseudo_labels(cams, cls_label, Refinement(image, valid, PAR())),
+        "bsp": lambda: bsp_pseudo_labels(
+            cams[:, :1] * 0, cams, cls_label, Refinement(image, valid, PAR())
+        ),
         "cam": lambda: cam_seed_labels(cams, cls_label, valid),
         "s2c": lambda: s2c_labels(seg_logits, valid),
     }[name]()
@@ -250,8 +255,8 @@ def test_label_functions_carry_no_gradient():
     image.requires_grad_(True)
     seg_logits = torch.randn(3, 6, 24, 20, requires_grad=True)
     outs = [
-        par_pseudo_labels(cams, cls_label, image, valid, PAR()),
-        bsp_pseudo_labels(cams[:, :1], cams, cls_label, image, valid, PAR()),
+        par_pseudo_labels(cams, cls_label, Refinement(image, valid, PAR())),
+        bsp_pseudo_labels(cams[:, :1], cams, cls_label, Refinement(image, valid, PAR())),
         cam_seed_labels(cams, cls_label, valid),
         s2c_labels(seg_logits, valid),
         affinity_labels(s2c_labels(seg_logits, valid), (6, 5)),
@@ -321,25 +326,20 @@ def test_label_functions_reject_bad_shapes():
         cam_seed_labels(cams, torch.ones(1, 3), torch.ones(1, 4, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="valid_mask"):
         par_pseudo_labels(
-            cams, torch.ones(1, 2), torch.rand(1, 3, 4, 4), torch.ones(1, 4, 5), PAR()
+            cams, torch.ones(1, 2), Refinement(torch.rand(1, 3, 4, 4), torch.ones(1, 4, 5), PAR())
         )
     with pytest.raises(ValueError, match="seg_bg"):
         bsp_pseudo_labels(
             torch.rand(1, 2, 4, 4),
             cams,
             torch.ones(1, 2),
-            torch.rand(1, 3, 4, 4),
-            torch.ones(1, 4, 4, dtype=torch.bool),
-            PAR(),
+            Refinement(torch.rand(1, 3, 4, 4), torch.ones(1, 4, 4, dtype=torch.bool), PAR()),
         )
     with pytest.raises(ValueError, match="REFINE_SCALE"):
         par_pseudo_labels(
             cams,
             torch.ones(1, 2),
-            torch.rand(1, 3, 4, 4),
-            torch.ones(1, 4, 4),
-            PAR(),
-            refine_scale=2.0,
+            Refinement(torch.rand(1, 3, 4, 4), torch.ones(1, 4, 4), PAR(), scale=2.0),
         )
 
 
@@ -352,15 +352,19 @@ def test_par_and_bsp_share_the_colour_affinity_through_a_cache():
     affinity = par.affinity
     par.affinity = lambda img: calls.append(tuple(img.shape)) or affinity(img)
     cache = {}
-    par_labels = par_pseudo_labels(cams, cls_label, image, valid, par, affinity_cache=cache)
-    bsp = bsp_pseudo_labels(seg_bg, cams, cls_label, image, valid, par, affinity_cache=cache)
+    par_labels = par_pseudo_labels(cams, cls_label, Refinement(image, valid, par, cache=cache))
+    bsp = bsp_pseudo_labels(seg_bg, cams, cls_label, Refinement(image, valid, par, cache=cache))
     assert calls == [(3, 3, 12, 10)] and len(cache) == 1  # one affinity for both
-    assert torch.equal(par_labels, par_pseudo_labels(cams, cls_label, image, valid, PAR()))
-    assert torch.equal(bsp, bsp_pseudo_labels(seg_bg, cams, cls_label, image, valid, PAR()))
+    assert torch.equal(
+        par_labels, par_pseudo_labels(cams, cls_label, Refinement(image, valid, PAR()))
+    )
+    assert torch.equal(
+        bsp, bsp_pseudo_labels(seg_bg, cams, cls_label, Refinement(image, valid, PAR()))
+    )
     # A padded image has its own box: BSP refines it apart, with its own affinity.
     valid[1, :, -5:] = False
     calls.clear()
     cache = {}
-    par_pseudo_labels(cams, cls_label, image, valid, par, affinity_cache=cache)
-    bsp_pseudo_labels(seg_bg, cams, cls_label, image, valid, par, affinity_cache=cache)
+    par_pseudo_labels(cams, cls_label, Refinement(image, valid, par, cache=cache))
+    bsp_pseudo_labels(seg_bg, cams, cls_label, Refinement(image, valid, par, cache=cache))
     assert calls == [(3, 3, 12, 10), (2, 3, 12, 10), (1, 3, 12, 7)]

@@ -60,14 +60,6 @@ def _add_model_config(cfg: CN) -> None:
     cfg.MODEL.BMP.INTERACTION = CN()
     cfg.MODEL.BMP.INTERACTION.ENABLED = True
 
-    # Affinity head on the last two blocks' attention logits of the last stage.
-    cfg.MODEL.BMP.AFFINITY = CN()
-    # The number of attention maps comes from the backbone (2 blocks x 8 heads for MiT-B1).
-    # Backbones without attention (ResNet, EfficientNet) need this switched off.
-    cfg.MODEL.BMP.AFFINITY.ENABLED = True
-    cfg.MODEL.BMP.AFFINITY.RADIUS = 8
-    cfg.MODEL.BMP.AFFINITY.START_ITER = 2000
-
 
 def _add_pseudo_label_config(cfg: CN) -> None:
     # Multi-scale + flip CAM / segmentation maps used to build pseudo labels (no gradient).
@@ -115,6 +107,15 @@ def _add_loss_config(cfg: CN) -> None:
     # the segmentation branch's argmax agrees with its own c2s labels on this share of a batch's
     # labelled pixels, and then stays on. An untrained branch's confident labels are noise.
     cfg.MODEL.BMP.S2C.GATE_AGREEMENT = 0.0
+
+    # Affinity loss: the affinity head on the last two blocks' attention logits of the last
+    # stage learns the pairwise affinities of the PAR labels.
+    cfg.MODEL.BMP.AFFINITY = CN()
+    # The number of attention maps comes from the backbone (2 blocks x 8 heads for MiT-B1).
+    # Backbones without attention (ResNet, EfficientNet) need this switched off.
+    cfg.MODEL.BMP.AFFINITY.ENABLED = True
+    cfg.MODEL.BMP.AFFINITY.RADIUS = 8
+    cfg.MODEL.BMP.AFFINITY.START_ITER = 2000
 
     # Total = cls + LAMBDA_C2S * c2s + LAMBDA_S2C * s2c + LAMBDA_AFF * aff.
     cfg.MODEL.BMP.LAMBDA_C2S = 0.7

@@ -243,15 +243,14 @@ class SemSegEvalMapper:
         image_format: str,
         num_classes: int,
         ignore_label: int = 255,
-        min_size_test: int = 0,
-        max_size_test: int = 4096,
-        min_side_test: int = 0,
-        small_test_image: str = "resize",
+        size: Optional[EvalImageSize] = None,
     ):
+        """``size``: the test size and small-image rule (default: long side capped at 4096,
+        small images resized up)."""
         self.image_format = image_format
         self.num_classes = num_classes
         self.ignore_label = ignore_label
-        self.size = EvalImageSize(min_size_test, max_size_test, min_side_test, small_test_image)
+        self.size = size or EvalImageSize(0, 4096, 0, "resize")
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = False) -> Dict[str, Any]:
@@ -259,10 +258,7 @@ class SemSegEvalMapper:
             "image_format": cfg.INPUT.FORMAT,
             "num_classes": cfg.MODEL.BMP.NUM_CLASSES,
             "ignore_label": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
-            "min_size_test": cfg.INPUT.MIN_SIZE_TEST,
-            "max_size_test": cfg.INPUT.MAX_SIZE_TEST,
-            "min_side_test": cfg.INPUT.MIN_SIDE_TEST,
-            "small_test_image": cfg.INPUT.SMALL_TEST_IMAGE,
+            "size": EvalImageSize.from_config(cfg),
         }
 
     def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:

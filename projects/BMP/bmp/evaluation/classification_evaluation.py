@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
-from detectron2.utils.comm import all_gather, is_main_process, synchronize
+
+from .gather import gather_on_main
 
 __all__ = ["ClassificationEvaluator", "average_precision", "classification_metrics"]
 
@@ -148,14 +149,11 @@ class ClassificationEvaluator(DatasetEvaluator):
             self._labels.append(self._gt(inp))
 
     def evaluate(self):
-        scores, labels = self._scores, self._labels
-        if self._distributed:
-            synchronize()
-            gathered = all_gather((self._scores, self._labels))
-            if not is_main_process():
-                return None
-            scores = [s for g in gathered for s in g[0]]
-            labels = [lab for g in gathered for lab in g[1]]
+        parts = gather_on_main((self._scores, self._labels), self._distributed)
+        if parts is None:
+            return None
+        scores = [s for rank_scores, _ in parts for s in rank_scores]
+        labels = [lab for _, rank_labels in parts for lab in rank_labels]
         if not scores:
             logger.warning("ClassificationEvaluator received no predictions.")
             return OrderedDict()

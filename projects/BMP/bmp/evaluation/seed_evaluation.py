@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
-from detectron2.utils.comm import all_gather, is_main_process, synchronize
 
 from ..data.image_io import read_sem_seg
+from .gather import gather_on_main
 
 __all__ = ["SeedEvaluator", "seed_metrics", "gt_mask_for_input"]
 
@@ -176,17 +176,14 @@ class SeedEvaluator(DatasetEvaluator):
                 self._num_images[t] += 1
 
     def evaluate(self):
-        conf, num_images = self._conf, self._num_images
-        if self._distributed:
-            synchronize()
-            gathered = all_gather((self._conf, self._num_images))
-            if not is_main_process():
-                return None
-            conf, num_images = {}, {}
-            for c_rank, n_rank in gathered:
-                for t, m in c_rank.items():
-                    conf[t] = conf[t] + m if t in conf else m.copy()
-                    num_images[t] = num_images.get(t, 0) + n_rank[t]
+        parts = gather_on_main((self._conf, self._num_images), self._distributed)
+        if parts is None:
+            return None
+        conf, num_images = {}, {}
+        for c_rank, n_rank in parts:
+            for t, m in c_rank.items():
+                conf[t] = conf[t] + m if t in conf else m.copy()
+                num_images[t] = num_images.get(t, 0) + n_rank[t]
         if not conf:
             logger.warning("SeedEvaluator received no seeds; nothing to report.")
             return OrderedDict()

@@ -25,8 +25,7 @@ from .structures import BranchOutputs
 
 __all__ = [
     "merge_flip",
-    "fuse_multiscale_cams",
-    "fuse_multiscale_seg",
+    "fuse_multiscale",
     "minmax_normalize",
     "upsample_twice",
     "MultiScaleLogits",
@@ -90,37 +89,33 @@ def upsample_twice(x: Tensor, pass_size: tuple[int, int], size: tuple[int, int])
     return _resize(_resize(x, _check_size(pass_size, "upsample_twice")), size)
 
 
-def fuse_multiscale_cams(
-    cam_logits: list[Tensor],
+def fuse_multiscale(
+    maps: list[Tensor],
     size: tuple[int, int],
+    branch: str,
     flip: bool = True,
     pass_sizes: list[tuple[int, int]] | None = None,
 ) -> Tensor:
-    """Sum over scales of ReLU(max(original, un-flipped)) of CAM logits resized to ``size``.
+    """Sum over scales of one branch's logits, merged with their flips and resized to ``size``.
 
-    Each element is ``(2B, K, h_s, w_s)`` (original + flipped images at scale s), or ``(B, K, ..)``
+    ``branch="cam"``: ReLU(max(original, un-flipped)) of CAM logits, as the authors fuse CAMs;
+    ``branch="seg"``: mean(original, un-flipped) of segmentation logits, without ReLU. The mean is
+    taken before resizing (both are linear, so the result is the same up to float rounding) to
+    resize half as many maps; max does not commute with resizing, so CAMs are resized first.
+
+    Each element is ``(2B, C, h_s, w_s)`` (original + flipped images at scale s), or ``(B, C, ..)``
     with ``flip=False``. With ``pass_sizes`` (the input size of each scale's pass), each map is
     first resized to its pass size and then to ``size`` (:func:`upsample_twice`); without, maps
-    are taken to be at their pass size already. The flipped half is mirrored before resizing:
+    are taken to be at their pass size already. A flipped CAM half is mirrored before resizing:
     bilinear resizing with ``align_corners=False`` commutes with a horizontal flip, so the result
-    equals resize-then-flip while the mirror touches only the small map. Returns ``(B, K, H, W)``.
+    equals resize-then-flip while the mirror touches only the small map. Returns ``(B, C, H, W)``.
     """
-    return _fuse(cam_logits, size, flip, "max", "fuse_multiscale_cams", pass_sizes)
-
-
-def fuse_multiscale_seg(
-    seg_logits: list[Tensor],
-    size: tuple[int, int],
-    flip: bool = True,
-    pass_sizes: list[tuple[int, int]] | None = None,
-) -> Tensor:
-    """Sum over scales of mean(original, un-flipped) segmentation logits resized to ``size``.
-
-    Same layout and ``pass_sizes`` as :func:`fuse_multiscale_cams`, without ReLU. The mean is
-    taken before resizing (both are linear, so the result is the same up to float rounding) to
-    resize half as many maps. Returns ``(B, K + 1, H, W)``.
-    """
-    return _fuse(seg_logits, size, flip, "mean", "fuse_multiscale_seg", pass_sizes)
+    modes = {"cam": "max", "seg": "mean"}
+    if branch not in modes:
+        raise ValueError(
+            f"multiscale.fuse_multiscale: branch must be 'cam' or 'seg', got {branch!r}"
+        )
+    return _fuse(maps, size, flip, modes[branch], f"fuse_multiscale({branch})", pass_sizes)
 
 
 def _fuse(
@@ -196,13 +191,13 @@ class MultiScaleLogits:
 
     def fused_cams(self, size: tuple[int, int], flip: bool) -> Tensor:
         """Min-max normalised multi-scale CAMs ``(B, K, H, W)``."""
-        return minmax_normalize(fuse_multiscale_cams(self.cams, size, flip, self.pass_sizes))
+        return minmax_normalize(fuse_multiscale(self.cams, size, "cam", flip, self.pass_sizes))
 
     def fused_segs(self, size: tuple[int, int], flip: bool) -> Tensor:
         """Min-max normalised multi-scale segmentation maps ``(B, K + 1, H, W)``."""
         if self.segs is None:
             raise ValueError("MultiScaleLogits.fused_segs: the passes computed no segmentation")
-        return minmax_normalize(fuse_multiscale_seg(self.segs, size, flip, self.pass_sizes))
+        return minmax_normalize(fuse_multiscale(self.segs, size, "seg", flip, self.pass_sizes))
 
 
 def multiscale_logits(

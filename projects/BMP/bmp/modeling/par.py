@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -184,17 +185,10 @@ class PAR(nn.Module):
         return self.propagate(maps, self.affinity(image) if affinity is None else affinity)
 
 
-def par_refine(
-    image: Tensor,
-    maps: Tensor,
-    dilations: Sequence[int] = (1, 2, 4, 8, 12, 24),
-    num_iter: int = 10,
-    color_temperature: float = 0.3,
-    pos_weight: float = 0.01,
-    normalize: bool = False,
-) -> Tensor:
-    """Functional form of :class:`PAR` (builds the tiny module on each call)."""
-    return PAR(dilations, num_iter, color_temperature, pos_weight, normalize)(image, maps)
+def par_refine(image: Tensor, maps: Tensor, **settings: Any) -> Tensor:
+    """Functional form of :class:`PAR`: ``PAR(**settings)(image, maps)`` (the module is tiny and
+    has no parameters, so building it on each call costs nothing)."""
+    return PAR(**settings)(image, maps)
 
 
 def _as_float(x: Tensor) -> Tensor:

@@ -19,6 +19,14 @@ from torch.profiler import record_function
 from .multiscale import multiscale_logits
 from .par import PAR
 from .pseudo_labels import (
+    AFF_RADIUS,
+    BG_SCORES,
+    CAM_BG,
+    IGNORE_INDEX,
+    REFINE_SCALE,
+    SIGMA_C,
+    SIGMA_S,
+    Refinement,
     affinity_labels,
     bsp_pseudo_labels,
     cam_seed_labels,
@@ -55,14 +63,14 @@ class LabelThresholds:
     CAM seed; ``ignore_value``: the label of unsupervised pixels.
     """
 
-    bg_high: float = 0.55
-    bg_low: float = 0.35
-    refine_scale: float = 0.5
-    sigma_c: float = 0.5
-    sigma_s: float = 0.75
-    aff_radius: int = 8
-    cam_bg: float = 0.55
-    ignore_value: int = 255
+    bg_high: float = BG_SCORES[0]
+    bg_low: float = BG_SCORES[1]
+    refine_scale: float = REFINE_SCALE
+    sigma_c: float = SIGMA_C
+    sigma_s: float = SIGMA_S
+    aff_radius: int = AFF_RADIUS
+    cam_bg: float = CAM_BG
+    ignore_value: int = IGNORE_INDEX
 
 
 class PseudoLabeller(nn.Module):
@@ -126,22 +134,20 @@ class PseudoLabeller(nn.Module):
 
         Seeds of one batch that share ``affinity_cache`` (a dict) compute PAR's colour affinity
         of each image once."""
-        t, image01, valid = self.thresholds, batch.images / 255.0, batch.valid
+        t = self.thresholds
+        along = Refinement(
+            batch.images / 255.0, batch.valid, self.par, t.refine_scale, t.ignore_value,
+            affinity_cache,
+        )  # fmt: skip
         with record_function(f"bmp.pseudo_labels.{kind}"):
             if kind == "cam":
-                return cam_seed_labels(maps.cams, cls_label, valid, t.cam_bg, t.ignore_value)
+                return cam_seed_labels(maps.cams, cls_label, batch.valid, t.cam_bg, t.ignore_value)
             if kind == "par":
-                return par_pseudo_labels(
-                    maps.cams, cls_label, image01, valid, self.par, t.bg_high, t.bg_low,
-                    t.refine_scale, t.ignore_value, affinity_cache,
-                )  # fmt: skip
+                return par_pseudo_labels(maps.cams, cls_label, along, (t.bg_high, t.bg_low))
             if kind == "bsp":
                 if maps.segs is None:
                     raise ValueError("PseudoLabeller.seed('bsp') needs maps built with_seg=True")
-                return bsp_pseudo_labels(
-                    maps.segs[:, :1], maps.cams, cls_label, image01, valid, self.par,
-                    t.sigma_c, t.refine_scale, t.ignore_value, affinity_cache,
-                )  # fmt: skip
+                return bsp_pseudo_labels(maps.segs[:, :1], maps.cams, cls_label, along, t.sigma_c)
         raise ValueError(f"PseudoLabeller.seed: kind must be one of {SEED_KINDS}, got {kind!r}")
 
     @torch.no_grad()

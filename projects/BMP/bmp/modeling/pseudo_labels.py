@@ -13,6 +13,8 @@ never win an argmax and the whole batch is refined in one PAR call.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -20,13 +22,21 @@ from torch import Tensor
 from .par import PAR
 
 __all__ = [
-    "par_pseudo_labels",
-    "bsp_pseudo_labels",
-    "cam_seed_labels",
-    "s2c_labels",
-    "affinity_labels",
-    "valid_boxes",
-]
+    "par_pseudo_labels", "bsp_pseudo_labels", "cam_seed_labels", "s2c_labels", "affinity_labels",
+    "Refinement", "AffinityCache", "valid_boxes",
+    "BG_SCORES", "SIGMA_C", "SIGMA_S", "CAM_BG", "REFINE_SCALE", "AFF_RADIUS", "IGNORE_INDEX",
+]  # fmt: skip
+
+
+# The authors' values: the defaults of the functions below and of the pseudo-labeller's
+# ``LabelThresholds`` (``MODEL.BMP.*`` keys set them in a config).
+BG_SCORES = (0.55, 0.35)  # constant background scores of the (high, low) PAR runs
+SIGMA_C = 0.5  # BSP's confidence threshold on the refined maps
+SIGMA_S = 0.75  # s2c's threshold on the segmentation logits
+CAM_BG = 0.55  # background score of the raw CAM seed
+REFINE_SCALE = 0.5  # PAR's resolution as a fraction of the input
+AFF_RADIUS = 8  # how far apart affinity pairs may be, in attention grid cells
+IGNORE_INDEX = 255  # the label of unsupervised pixels
 
 
 def _err(where: str, msg: str) -> ValueError:
@@ -100,26 +110,34 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
 AffinityCache = dict[tuple, Tensor]
 
 
-def _refine(
-    par: PAR,
-    image: Tensor,
-    maps: Tensor,
-    key: tuple,
-    cache: AffinityCache | None,
-) -> Tensor:
-    """``par(image, maps)``, reusing the colour affinity of an image already refined.
+@dataclass
+class Refinement:
+    """What the PAR and BSP labels of a batch are refined along.
 
-    PAR labels and BSP labels refine the same images at the same size; their colour affinity is
-    the same, and it costs as much as the propagation. ``key`` names the images (batch indices and
-    crop box); ``cache`` (one dict per batch, or None) keeps the affinity between the two calls.
+    ``image``: ``(B, 3, H, W)`` RGB in [0, 1]; ``valid_mask``: ``(B, H, W)``, False on padding;
+    ``par``: the PAR module; ``scale``: PAR's resolution as a fraction of the input;
+    ``ignore_index``: the label of unsupervised pixels; ``cache``: one dict per batch, or None.
+    The PAR and BSP labels refine the same images at the same size, so their colour affinity is
+    the same, and it costs as much as the propagation: with a cache it is computed once.
     """
-    image = image.detach().float()
-    if cache is None:
-        return par(image, maps)
-    key = (*key, tuple(image.shape))
-    if key not in cache:
-        cache[key] = par.affinity(image)
-    return par(image, maps, affinity=cache[key])
+
+    image: Tensor
+    valid_mask: Tensor
+    par: PAR
+    scale: float = REFINE_SCALE
+    ignore_index: int = IGNORE_INDEX
+    cache: AffinityCache | None = None
+
+    def refine(self, image: Tensor, maps: Tensor, key: tuple) -> Tensor:
+        """``par(image, maps)`` for a resized or cropped ``image``, reusing the affinity cached
+        under ``key`` (batch indices and crop box) and the image size."""
+        image = image.detach().float()
+        if self.cache is None:
+            return self.par(image, maps)
+        key = (*key, tuple(image.shape))
+        if key not in self.cache:
+            self.cache[key] = self.par.affinity(image)
+        return self.par(image, maps, affinity=self.cache[key])
 
 
 def _slots_to_labels(slot: Tensor, ids: Tensor) -> Tensor:
@@ -132,14 +150,8 @@ def _slots_to_labels(slot: Tensor, ids: Tensor) -> Tensor:
 def par_pseudo_labels(
     cams: Tensor,
     cls_label: Tensor,
-    image: Tensor,
-    valid_mask: Tensor,
-    par: PAR,
-    bg_high: float = 0.55,
-    bg_low: float = 0.35,
-    refine_scale: float = 0.5,
-    ignore_index: int = 255,
-    affinity_cache: AffinityCache | None = None,
+    along: Refinement,
+    bg_scores: tuple[float, float] = BG_SCORES,
 ) -> Tensor:
     """PAR-refined CAM labels with the two-threshold background rule: ``(B, H, W)``.
 
@@ -149,30 +161,30 @@ def par_pseudo_labels(
     softmax over background + present classes taken, then PAR runs on the resized image, and the
     refined maps are resized back for the argmax. Where the high-threshold run says background the
     label is ignored, unless the low-threshold run says background too; padding is ignored.
-    ``affinity_cache`` shares PAR's colour affinity with :func:`bsp_pseudo_labels`.
+    ``bg_scores`` are the (high, low) constant background scores.
     """
-    valid = _check_common("par_pseudo_labels", cams, cls_label, valid_mask, image)
+    valid = _check_common("par_pseudo_labels", cams, cls_label, along.valid_mask, along.image)
     b, _, h, w = cams.shape
-    size = _refine_size(h, w, refine_scale)
+    size = _refine_size(h, w, along.scale)
     ids, used = _present_slots(cls_label)
     scores = _resize(_gather_slots(cams.detach().float(), ids), size)
     scores = scores.masked_fill(~used[:, :, None, None], float("-inf"))
     runs = []
-    for thresh in (bg_high, bg_low):
+    for thresh in bg_scores:
         run = scores.clone()
         run[:, 0] = thresh  # slot 0 is background in every image
         runs.append(torch.softmax(run, dim=1))
     m = ids.shape[1]
     key = (tuple(range(b)), (0, h, 0, w))
-    refined = _refine(par, _resize(image, size), torch.cat(runs, dim=1), key, affinity_cache)
+    refined = along.refine(_resize(along.image, size), torch.cat(runs, dim=1), key)
     refined = _resize(refined, (h, w))
     # max(dim=1).indices, not argmax(dim=1): same first-maximum rule, ~6x faster on CPU for a
     # reduction over a non-innermost dimension.
     label_high = _slots_to_labels(refined[:, :m].max(dim=1).indices, ids)
     label_low = _slots_to_labels(refined[:, m:].max(dim=1).indices, ids)
-    labels = label_high.masked_fill(label_high == 0, ignore_index)
+    labels = label_high.masked_fill(label_high == 0, along.ignore_index)
     labels = labels.masked_fill((label_high == 0) & (label_low == 0), 0)
-    return labels.masked_fill(~valid, ignore_index)
+    return labels.masked_fill(~valid, along.ignore_index)
 
 
 def valid_boxes(valid_mask: Tensor) -> list[tuple[int, int, int, int] | None]:
@@ -197,13 +209,8 @@ def bsp_pseudo_labels(
     seg_bg: Tensor,
     cams: Tensor,
     cls_label: Tensor,
-    image: Tensor,
-    valid_mask: Tensor,
-    par: PAR,
-    sigma_c: float = 0.5,
-    refine_scale: float = 0.5,
-    ignore_index: int = 255,
-    affinity_cache: AffinityCache | None = None,
+    along: Refinement,
+    sigma_c: float = SIGMA_C,
 ) -> Tensor:
     """Background-aware propagation labels: ``(B, H, W)``.
 
@@ -211,14 +218,13 @@ def bsp_pseudo_labels(
     labels, so background comes from what the segmentation branch has learnt. Channels are
     background + present classes without softmax. As in the authors' code each image is cut to
     the box of its real pixels (:func:`valid_boxes`) before refining: the image crop is resized to
-    ``refine_scale`` of the box, the maps go to PAR at full resolution (PAR resizes them with
+    ``along.scale`` of the box, the maps go to PAR at full resolution (PAR resizes them with
     ``align_corners=True``), and the refined maps come back to the box size. Pixels whose winning
     refined score is below ``sigma_c`` are ignored, as is everything outside the box. ``sigma_c``
     is compared with PAR's output as it is, so it depends on ``par.normalize`` (see
-    :mod:`bmp.modeling.par`). Images that share a box are refined in one batched call;
-    ``affinity_cache`` shares PAR's colour affinity with :func:`par_pseudo_labels`.
+    :mod:`bmp.modeling.par`). Images that share a box are refined in one batched call.
     """
-    valid = _check_common("bsp_pseudo_labels", cams, cls_label, valid_mask, image)
+    valid = _check_common("bsp_pseudo_labels", cams, cls_label, along.valid_mask, along.image)
     b, _, h, w = cams.shape
     if tuple(seg_bg.shape) != (b, 1, h, w):
         raise _err(
@@ -226,12 +232,12 @@ def bsp_pseudo_labels(
             f"seg_bg must be the (B, 1, H, W) = {(b, 1, h, w)} normalised background channel, "
             f"got {tuple(seg_bg.shape)}",
         )
-    _refine_size(h, w, refine_scale)  # validates refine_scale before any work
+    _refine_size(h, w, along.scale)  # validates the scale before any work
     ids, used = _present_slots(cls_label)
     scores = _gather_slots(cams.detach().float(), ids)
     scores[:, :1] = seg_bg.detach()
     scores = scores.masked_fill(~used[:, :, None, None], 0.0)
-    image = image.detach().float()
+    image, ignore_index = along.image.detach().float(), along.ignore_index
     labels = torch.full((b, h, w), ignore_index, dtype=torch.long, device=cams.device)
     groups: dict[tuple[int, int, int, int], list[int]] = {}
     for i, box in enumerate(valid_boxes(valid)):
@@ -240,9 +246,9 @@ def bsp_pseudo_labels(
     for (y0, y1, x0, x1), members in groups.items():
         idx = torch.tensor(members, device=cams.device)
         box_size = (y1 - y0, x1 - x0)
-        small = _resize(image[idx, :, y0:y1, x0:x1], _refine_size(*box_size, refine_scale))
+        small = _resize(image[idx, :, y0:y1, x0:x1], _refine_size(*box_size, along.scale))
         maps = scores[idx, :, y0:y1, x0:x1]
-        refined = _refine(par, small, maps, (tuple(members), (y0, y1, x0, x1)), affinity_cache)
+        refined = along.refine(small, maps, (tuple(members), (y0, y1, x0, x1)))
         refined = _resize(refined, box_size)
         best, slot = refined.max(dim=1)
         box_labels = _slots_to_labels(slot, ids[idx])
@@ -255,8 +261,8 @@ def cam_seed_labels(
     cams: Tensor,
     cls_label: Tensor,
     valid_mask: Tensor,
-    bg_thresh: float = 0.55,
-    ignore_index: int = 255,
+    bg_thresh: float = CAM_BG,
+    ignore_index: int = IGNORE_INDEX,
 ) -> Tensor:
     """Raw CAM seeds for seed evaluation: argmax over [constant ``bg_thresh``, present CAMs].
 
@@ -272,7 +278,10 @@ def cam_seed_labels(
 
 @torch.no_grad()
 def s2c_labels(
-    seg_logits: Tensor, valid_mask: Tensor, sigma_s: float = 0.75, ignore_index: int = 255
+    seg_logits: Tensor,
+    valid_mask: Tensor,
+    sigma_s: float = SIGMA_S,
+    ignore_index: int = IGNORE_INDEX,
 ) -> Tensor:
     """Segmentation-to-classification targets Y_s - 1: ``(B, H, W)`` in 0..K-1.
 
@@ -315,7 +324,10 @@ def _outside_radius(h: int, w: int, radius: int, device: torch.device) -> Tensor
 
 @torch.no_grad()
 def affinity_labels(
-    labels: Tensor, size: tuple[int, int], radius: int = 8, ignore_index: int = 255
+    labels: Tensor,
+    size: tuple[int, int],
+    radius: int = AFF_RADIUS,
+    ignore_index: int = IGNORE_INDEX,
 ) -> Tensor:
     """Pairwise affinity targets at the attention resolution: ``(B, h*w, h*w)``.
 

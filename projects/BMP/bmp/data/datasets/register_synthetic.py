@@ -16,7 +16,12 @@ from ..synthetic import (
 )
 from .split import SplitLayout, dataset_root, register_family
 
-__all__ = ["SYNTHETIC_DIR", "register_all_synthetic", "ensure_default_synthetic"]
+__all__ = [
+    "SYNTHETIC_DIR",
+    "SYNTHETIC_DATASETS",
+    "register_all_synthetic",
+    "ensure_default_synthetic",
+]
 
 SYNTHETIC_DIR = "synthetic_wsss"
 _HINT = "run `python datasets/prepare_synthetic_wsss.py` (or `make demo`, which does)"
@@ -37,11 +42,17 @@ def _layout(split: str, with_masks: bool) -> SplitLayout:
     )  # fmt: skip
 
 
+# Dataset name: (split, with masks). Training reads the split without masks (image labels only);
+# the seed evaluation reads train with masks, the segmentation evaluation val.
+SYNTHETIC_DATASETS = {
+    "synthetic_wsss_train": ("train", False),
+    "synthetic_wsss_train_sem_seg": ("train", True),
+    "synthetic_wsss_val_sem_seg": ("val", True),
+}
+
+
 def register_all_synthetic() -> None:
-    """Register train (labels only), train with masks (seed evaluation) and val (masks)."""
-    splits = [
-        ("synthetic_wsss_train", _layout("train", False), True),
-        ("synthetic_wsss_train_sem_seg", _layout("train", True), False),
-        ("synthetic_wsss_val_sem_seg", _layout("val", True), False),
-    ]
+    """Register the :data:`SYNTHETIC_DATASETS`; image labels are required where masks are not
+    read (training)."""
+    splits = [(n, _layout(s, masks), not masks) for n, (s, masks) in SYNTHETIC_DATASETS.items()]
     register_family(splits, CLASS_NAMES, class_colors(), _HINT)

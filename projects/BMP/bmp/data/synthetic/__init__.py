@@ -39,7 +39,7 @@ from .spec import (
     generator_hash,
     sample_rng,
 )
-from .writer import ensure_synthetic_wsss, generate_synthetic_wsss, is_complete
+from .writer import ensure_synthetic_wsss, is_complete
 
 __all__ = [
     "CLASS_NAMES",
@@ -52,7 +52,6 @@ __all__ = [
     "Sample",
     "class_colors",
     "ensure_synthetic_wsss",
-    "generate_synthetic_wsss",
     "generator_hash",
     "is_complete",
     "render_sample",

@@ -26,7 +26,7 @@ from .spec import (
     sample_rng,
 )
 
-__all__ = ["generate_synthetic_wsss", "ensure_synthetic_wsss", "is_complete"]
+__all__ = ["ensure_synthetic_wsss", "is_complete"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,17 +51,9 @@ def _jobs(num_train: int, num_val: int, progress: bool) -> Iterable[Tuple[str, i
     return tqdm(jobs, desc="synthetic_wsss", unit="img")
 
 
-def generate_synthetic_wsss(
-    out_dir: str,
-    num_train: int = DEFAULT_NUM_TRAIN,
-    num_val: int = DEFAULT_NUM_VAL,
-    seed: int = DEFAULT_SEED,
-    progress: bool = False,
-) -> Dict:
-    """Write the dataset into ``out_dir`` (which should be empty); returns the ``info.json`` dict.
-
-    Not safe against concurrent writers on its own: use :func:`ensure_synthetic_wsss`.
-    """
+def _write_dataset(out_dir: str, num_train: int, num_val: int, seed: int, progress: bool) -> Dict:
+    """Write the dataset into the empty folder ``out_dir``; returns the ``info.json`` dict.
+    Not safe against concurrent writers: :func:`ensure_synthetic_wsss` calls it under a lock."""
     if num_train < 1 or num_val < 1:
         raise ValueError("num_train and num_val must be at least 1.")
     start = time.perf_counter()
@@ -149,7 +141,7 @@ def _generate_into_place(
     parent = os.path.dirname(out_dir)
     tmp = tempfile.mkdtemp(prefix=".synthetic_wsss.tmp-", dir=parent)
     try:
-        info = generate_synthetic_wsss(tmp, num_train, num_val, seed, progress=progress)
+        info = _write_dataset(tmp, num_train, num_val, seed, progress)
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the dataset is for everyone
         stale = None
         if os.path.exists(out_dir):

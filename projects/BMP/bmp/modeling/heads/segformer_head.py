@@ -69,7 +69,7 @@ class SegFormerHead(nn.Module):
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> dict:
         names = list(cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES)
-        missing = [n for n in names if n not in input_shape]
+        missing = sorted(set(names) - set(input_shape))
         if missing:
             raise ValueError(
                 f"MODEL.SEM_SEG_HEAD.IN_FEATURES asks for {missing}, which the backbone does not "
