@@ -46,7 +46,6 @@ from runs import (
     quick_overrides,
     results_table,
     run_grid,
-    run_minutes,
     seed_columns,
     write_report,
 )
@@ -114,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
     baseline = [("all background", {"seg_val": all_background_miou(VAL)})]
     table, summary = results_table(chosen, runs, COLUMNS, baseline)
-    minutes = sum(run_minutes(r.out_dir) for r in runs) / args.jobs
+    minutes = sum(r.minutes for r in runs) / args.jobs
     cmd = "python benchmarks/ablation.py" + (" " + " ".join(sys.argv[1:]) if argv is None else "")
     md = f"# BMP ablation on the embedded synthetic dataset\n\n`{cmd.strip()}` ({minutes:.0f} min "
     md += f"here, {args.jobs} runs at a time). {INTRO}\n\n{table}\n"

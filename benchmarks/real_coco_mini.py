@@ -88,9 +88,10 @@ def write_panels_of(run_dir: Path, out_dir: Path) -> list[str]:
 
 def _shown_run(done: list[runs.Run]) -> runs.Run | None:
     """The seed-0 run whose per-class tables and panels are written: full BMP when it ran,
-    else the first of c2s only, the supervised ceiling and CAM only."""
+    else the first of c2s only, the supervised ceiling and CAM only. Only a run whose folder is
+    here can be drawn (one known from its record alone has no checkpoint)."""
     order = ["full", "c2s_only", "supervised", "cam_only"]
-    seed0 = {r.variant.key: r for r in done if r.seed == 0}
+    seed0 = {r.variant.key: r for r in done if r.seed == 0 and r.has_folder}
     return next((seed0[k] for k in order if k in seed0), None)
 
 
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if shown is not None:
         per_class_tables(shown, out / f"{stem}_per_class.md")
         panels = write_panels_of(shown.out_dir, out / f"{stem}_panels")
-    minutes = sum(runs.run_minutes(r.out_dir) for r in done) / args.jobs
+    minutes = sum(r.minutes for r in done) / args.jobs
     cmd = "python benchmarks/real_coco_mini.py" + (
         " " + " ".join(sys.argv[1:]) if argv is None else ""
     )

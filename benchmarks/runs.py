@@ -3,9 +3,15 @@
 A benchmark is a list of variants, each a config file, crossed with seeds. Every run is
 ``train_net.py`` in its own output folder, several at a time, each in its own process. A folder
 that already holds ``model_final.pth`` and the final evaluation of every requested dataset is
-reused, so a benchmark that was interrupted continues where it stopped. The report is one
-markdown table (mean ± std over seeds) and a JSON file beside it that records, for every run, its
-numbers and the exact command that reproduces it.
+reused, so a benchmark that was interrupted continues where it stopped.
+
+Run folders hold checkpoints and are not committed. What a finished run measured is also written
+to a small *record*, ``<name>_records/<run>.json`` beside ``<name>_runs/`` (its evaluations, the
+command, the commit it was trained at and its minutes), which is committed. A run with a record
+and no folder is not trained again: a grid larger than one working session is measured over
+several, and its report always covers every run measured so far. Delete a record to measure
+that run again. The report is one markdown table (mean ± std over seeds) and a JSON file beside
+it that records, for every run, its numbers, commit and the exact command that reproduces it.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 NAN = float("nan")
 COMMAND_FILE = "command.txt"  # in each run folder: the command that trained it
+COMMIT_FILE = "commit.txt"  # in each run folder: the commit of the code that trained it
 
 __all__ = [
     "REPO",
@@ -49,6 +56,8 @@ __all__ = [
     "write_report",
     "mean_std",
     "run_minutes",
+    "records_dir",
+    "code_commit",
 ]
 
 
@@ -79,13 +88,21 @@ class Column:
 
 @dataclass
 class Run:
-    """A finished run: its variant, seed, folder, command and final evaluations per dataset."""
+    """A finished run: its variant, seed, folder (absent for a run known from its record only),
+    command, final evaluations per dataset, the commit it was trained at and its minutes."""
 
     variant: Variant
     seed: int
     out_dir: Path
     command: str
     evals: dict[str, dict[str, Any]]
+    commit: str = "unknown"
+    minutes: float = 0.0
+
+    @property
+    def has_folder(self) -> bool:
+        """Whether the checkpoint is here (panels and per-class tables need it)."""
+        return (self.out_dir / "model_final.pth").is_file()
 
 
 def final_eval(out_dir: Path, dataset: str) -> dict[str, Any] | None:
@@ -130,6 +147,7 @@ def train_and_evaluate(
         out_dir.mkdir(parents=True, exist_ok=True)
         cmd = train_command(config, out_dir, opts)
         (out_dir / COMMAND_FILE).write_text(_shell_line(cmd, threads) + "\n")
+        (out_dir / COMMIT_FILE).write_text(code_commit() + "\n")
         start = time.perf_counter()
         with open(out_dir / "stdout.log", "w") as log:
             proc = subprocess.run(
@@ -219,6 +237,47 @@ def run_dir(run_root: Path, key: str, seed: int, tag: str = "") -> Path:
     return run_root / (f"{key}_{tag}_seed{seed}" if tag else f"{key}_seed{seed}")
 
 
+def records_dir(run_root: Path) -> Path:
+    """Where the committed records of the runs under ``run_root`` live:
+    ``ablation_runs`` → ``ablation_records``, beside it."""
+    return run_root.with_name(run_root.name.removesuffix("_runs") + "_records")
+
+
+def code_commit() -> str:
+    """The commit the code here is at, ``+dirty`` when the model, configs or entry point have
+    uncommitted changes (a run trained then is not exactly that commit)."""
+
+    def git(*args: str) -> str:
+        proc = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "projects", "configs", "train_net.py")
+    return commit + ("+dirty" if dirty else "")
+
+
+def _read_record(path: Path, datasets: Sequence[str]) -> dict[str, Any] | None:
+    """A run's record, or None when there is none or it lacks a requested dataset."""
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if all(d in record["evals"] for d in datasets) else None
+
+
+def _write_record(path: Path, run: Run) -> None:
+    record = {
+        "variant": run.variant.key,
+        "config": run.variant.config,
+        "seed": run.seed,
+        "command": run.command,
+        "commit": run.commit,
+        "minutes": round(run.minutes, 1),
+        "evals": run.evals,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1, default=float) + "\n")
+
+
 def run_grid(
     grid: Sequence[tuple[Variant, int]],
     run_root: Path,
@@ -241,19 +300,33 @@ def run_grid(
 
     def one(variant: Variant, seed: int) -> Run:
         out = run_dir(run_root, variant.key, seed, tag)
+        record_file = records_dir(run_root) / f"{out.name}.json"
+        record = _read_record(record_file, datasets)
+        if record is not None and any(final_eval(out, d) is None for d in datasets):
+            print(f"  {variant.label} seed {seed}: from its record ({record['commit']})")
+            evals = {d: record["evals"][d] for d in datasets}
+            return Run(
+                variant, seed, out, record["command"], evals, record["commit"], record["minutes"]
+            )
         run_opts = ["SEED", str(seed)] + list(opts)
         config = REPO / variant.config
         label = f"{variant.label} seed {seed}"
         evals = train_and_evaluate(config, out, datasets, run_opts, threads, label)
-        # The command as the run was trained (its thread count may differ from this call's).
-        recorded = out / COMMAND_FILE
-        command = recorded.read_text().strip() if recorded.is_file() else None
+        # The command and commit as the run was trained (not necessarily this call's).
+        command = _read_line(out / COMMAND_FILE)
         command = command or _shell_line(train_command(config, out, run_opts), threads)
-        return Run(variant, seed, out, command, evals)
+        commit = _read_line(out / COMMIT_FILE) or "unknown"
+        run = Run(variant, seed, out, command, evals, commit, run_minutes(out))
+        _write_record(record_file, run)
+        return run
 
     with ThreadPoolExecutor(jobs) as pool:
         futures = [pool.submit(one, v, s) for v, s in todo]
         return [f.result() for f in futures]
+
+
+def _read_line(path: Path) -> str | None:
+    return path.read_text().strip() or None if path.is_file() else None
 
 
 def column_values(runs: Sequence[Run], column: Column, facts: dict[str, Any]) -> list[float]:
@@ -302,7 +375,14 @@ def results_table(
             "values": values,
             "mean_std": dict(zip((c.key for c in columns), cells)),
             "runs": [
-                {"seed": r.seed, "dir": _relative(r.out_dir), "command": r.command} for r in mine
+                {
+                    "seed": r.seed,
+                    "dir": _relative(r.out_dir),
+                    "commit": r.commit,
+                    "minutes": round(r.minutes, 1),
+                    "command": r.command,
+                }
+                for r in mine
             ],
         }
     notes = [f"* not run: {k}: {why}" for k, why in summary["not_run"].items()]

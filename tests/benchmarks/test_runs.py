@@ -1,0 +1,66 @@
+"""The benchmark run grid: a run known from its committed record is reused, not retrained."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def runs():
+    spec = importlib.util.spec_from_file_location("bench_runs", REPO / "benchmarks" / "runs.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def _record(path: Path, evals: dict) -> None:
+    record = {"variant": "c2s", "seed": 3, "command": "python train_net.py ..."}
+    record.update(commit="abc1234", minutes=12.5, evals=evals)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(record))
+
+
+def test_records_live_beside_the_run_folders(runs, tmp_path):
+    assert runs.records_dir(tmp_path / "ablation_runs") == tmp_path / "ablation_records"
+
+
+def test_a_recorded_run_is_reused_without_training(runs, tmp_path, monkeypatch):
+    variant = runs.Variant("c2s", "2. + c2s", "configs/ablation/c2s.yaml")
+    evals = {"val": {"sem_seg": {"mIoU": 16.7}}, "train": {"sem_seg": {"mIoU": 17.0}}}
+    _record(tmp_path / "ablation_records" / "c2s_seed3.json", evals)
+
+    def never(*args, **kwargs):
+        raise AssertionError("a recorded run was trained again")
+
+    monkeypatch.setattr(runs, "train_and_evaluate", never)
+    (run,) = runs.run_grid([(variant, 3)], tmp_path / "ablation_runs", ("val", "train"), jobs=1)
+    assert run.evals == evals
+    assert (run.commit, run.minutes, run.has_folder) == ("abc1234", 12.5, False)
+
+
+def test_a_record_missing_a_dataset_is_not_used(runs, tmp_path, monkeypatch):
+    variant = runs.Variant("c2s", "2. + c2s", "configs/ablation/c2s.yaml")
+    _record(tmp_path / "ablation_records" / "c2s_seed3.json", {"val": {}})
+    trained = []
+
+    def fake_training(config, out_dir, datasets, opts, threads, label):
+        trained.append(out_dir.name)
+        out_dir.mkdir(parents=True)
+        return {d: {"sem_seg": {"mIoU": 1.0}} for d in datasets}
+
+    monkeypatch.setattr(runs, "train_and_evaluate", fake_training)
+    (run,) = runs.run_grid([(variant, 3)], tmp_path / "ablation_runs", ("val", "train"), jobs=1)
+    assert trained == ["c2s_seed3"]
+    record = json.loads((tmp_path / "ablation_records" / "c2s_seed3.json").read_text())
+    assert record["evals"] == {
+        "val": {"sem_seg": {"mIoU": 1.0}},
+        "train": {"sem_seg": {"mIoU": 1.0}},
+    }
+    assert record["seed"] == 3 and record["config"] == "configs/ablation/c2s.yaml"
