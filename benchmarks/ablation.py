@@ -146,6 +146,18 @@ def _verdicts(variants: dict[str, Any]) -> list[str]:
             f"full BMP {verdict} c2s-only on seg mIoU (val): {gain:+.1f} (largest seed std "
             f"{spread:.1f})"
         )
+        # The two variants train identically until c2s starts (same SEED: same initialisation,
+        # data order and classification warm-up), so runs of one seed form a pair.
+        paired = dict(zip(variants["c2s"]["seeds"], seg["c2s"]))
+        diffs = [
+            f - paired[s] for s, f in zip(variants["full"]["seeds"], seg["full"]) if s in paired
+        ]
+        if len(diffs) >= 2:
+            each = ", ".join(f"{d:+.1f}" for d in diffs)
+            lines.append(
+                f"paired by seed, full BMP minus c2s-only: {each} (mean {mean(diffs):+.1f} ± "
+                f"{stdev(diffs):.1f}; {sum(d > 0 for d in diffs)} of {len(diffs)} seeds higher)"
+            )
     if "c2s" in variants:
         values = variants["c2s"]["values"]
         fits = [a / b for a, b in zip(values["seg_train"], values["seed_used"]) if b > 0]
