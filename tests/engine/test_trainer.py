@@ -153,3 +153,16 @@ def test_group_lr_logger_writes_every_group(tiny_data, tmp_path):
     assert set(latest) == {"lr/backbone", "lr/backbone_norm", "lr/cls_aff_heads", "lr/decoder"}
     assert latest["lr/decoder"] == pytest.approx(10 * latest["lr/backbone"])
     assert latest["lr/backbone_norm"] == 0.0
+
+
+def test_initial_weights_follow_seed_whatever_ran_before(tiny_data, tmp_path):
+    """A trainer built outside train_net.py (no default_setup) starts from the weights of SEED."""
+
+    def initial_weights(seed, disturb):
+        torch.manual_seed(disturb)  # whatever an entry point drew before building the trainer
+        trainer = BMPTrainer(_cfg(tmp_path, "SEED", str(seed)))
+        return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+    first, again, other = initial_weights(3, 11), initial_weights(3, 12), initial_weights(4, 11)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)

@@ -7,6 +7,8 @@ detectron2 project does. What the overrides add:
 * the model stops training on the first non-finite loss and names it (:mod:`.finite_loss`);
 * checkpoints hold the optimizer state (detectron2 v0.6 drops it) and the training data's
   position, and are written atomically; ``--resume`` skips damaged files (:mod:`.checkpoint`);
+* the model's initialisation is seeded with ``SEED`` + rank (what detectron2's
+  ``default_setup`` does, so any entry point gets the weights ``train_net.py`` gets);
 * a resumed run repeats an uninterrupted one: the data stream's position is checkpointed
   (:mod:`bmp.data.train_loader`) and the RNGs are seeded at every step (:mod:`.step_seed`);
 * with several processes, buffers (BatchNorm statistics) are rank 0's after every step, and
@@ -37,6 +39,7 @@ from bmp.evaluation.build import build_bmp_evaluator
 from bmp.evaluation.crf import CRFParams, require_crf
 from bmp.evaluation.report import write_eval_report
 from bmp.modeling import with_test_time_augmentation
+from bmp.seeding import seed_all
 from bmp.solver import build_bmp_lr_scheduler, build_bmp_optimizer
 
 from .checkpoint import AtomicCheckpointer
@@ -66,6 +69,9 @@ class BMPTrainer(DefaultTrainer):
 
     def __init__(self, cfg: CfgNode) -> None:
         self.seed = resolve_seed(cfg.SEED)
+        # The weights are drawn while the model is built here: without this, a run started
+        # by anything but train_net.py (whose default_setup seeds) would start from other weights.
+        seed_all(self.seed + comm.get_rank())
         with cpu_ddp_for_default_trainer():
             super().__init__(cfg)
 
