@@ -22,6 +22,7 @@ command that reproduces it. Finished runs are reused, so an interrupted benchmar
 
     python benchmarks/ablation.py                  # 6 variants x 3 seeds, 2 runs at a time
     python benchmarks/ablation.py --seeds 0 --variants cls full   # a quick look
+    python benchmarks/ablation.py --report-only    # the table of every run measured so far
     python benchmarks/ablation.py --quick          # a few iterations, to check the pipeline
     python benchmarks/ablation.py --variants full --seeds 0 1 --tag s2c1200 \
         MODEL.BMP.S2C.START_ITER 1200                              # a diagnostic variant
@@ -91,6 +92,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--tag", default="", help="name for runs with extra overrides (see above)")
     p.add_argument("--quick", action="store_true", help="seed 0, 8 iterations, tag 'quick'")
+    p.add_argument(
+        "--report-only", action="store_true", help="train nothing: report the runs measured so far"
+    )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every run")
     args = p.parse_args(argv)
     if args.quick:
@@ -108,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     from bmp.data.datasets.register_synthetic import ensure_default_synthetic
 
     ensure_default_synthetic(progress=True)  # generated once, as `make demo` does
-    runs = run_grid(grid, out / "ablation_runs", (VAL, TRAIN), args.opts, args.jobs, args.tag)
+    runs = run_grid(
+        grid, out / "ablation_runs", (VAL, TRAIN), args.opts, args.jobs, args.tag,
+        train=not args.report_only,
+    )  # fmt: skip
     from bmp.evaluation import all_background_miou
 
     baseline = [("all background", {"seg_val": all_background_miou(VAL)})]

@@ -285,11 +285,14 @@ def run_grid(
     opts: Sequence[str] = (),
     jobs: int = 2,
     tag: str = "",
+    train: bool = True,
 ) -> list[Run]:
     """Train and evaluate every (variant, seed) ``jobs`` at a time; finished runs are reused.
 
     Variants with a :func:`skip_reason` are left out with one message each. ``opts`` are extra
-    overrides for every run; ``tag`` keeps such runs apart from the plain ones.
+    overrides for every run; ``tag`` keeps such runs apart from the plain ones. With ``train``
+    False nothing is trained: the runs measured so far (folders or records) are returned and
+    each missing one is named.
     """
     skipped = {v.key: skip_reason(v) for v, _ in grid}
     for v in {v for v, _ in grid if skipped[v.key]}:
@@ -298,7 +301,7 @@ def run_grid(
     threads = max(1, (os.cpu_count() or 2) // jobs)
     print(f"{len(todo)} runs, {jobs} at a time with {threads} thread(s) each", flush=True)
 
-    def one(variant: Variant, seed: int) -> Run:
+    def one(variant: Variant, seed: int) -> Run | None:
         out = run_dir(run_root, variant.key, seed, tag)
         record_file = records_dir(run_root) / f"{out.name}.json"
         record = _read_record(record_file, datasets)
@@ -308,9 +311,12 @@ def run_grid(
             return Run(
                 variant, seed, out, record["command"], evals, record["commit"], record["minutes"]
             )
+        label = f"{variant.label} seed {seed}"
+        if not train and any(final_eval(out, d) is None for d in datasets):
+            print(f"  {label}: not measured yet")
+            return None
         run_opts = ["SEED", str(seed)] + list(opts)
         config = REPO / variant.config
-        label = f"{variant.label} seed {seed}"
         evals = train_and_evaluate(config, out, datasets, run_opts, threads, label)
         # The command and commit as the run was trained (not necessarily this call's).
         command = _read_line(out / COMMAND_FILE)
@@ -322,7 +328,7 @@ def run_grid(
 
     with ThreadPoolExecutor(jobs) as pool:
         futures = [pool.submit(one, v, s) for v, s in todo]
-        return [f.result() for f in futures]
+        return [run for run in (f.result() for f in futures) if run is not None]
 
 
 def _read_line(path: Path) -> str | None:
@@ -361,7 +367,7 @@ def results_table(
     for v in variants:
         mine = sorted((r for r in runs if r.variant.key == v.key), key=lambda r: r.seed)
         if not mine:
-            summary["not_run"][v.key] = skip_reason(v) or "not requested"
+            summary["not_run"][v.key] = skip_reason(v) or "no run measured yet"
             continue
         facts = variant_facts(v)
         values = {c.key: column_values(mine, c, facts) for c in columns}

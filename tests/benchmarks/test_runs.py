@@ -64,3 +64,17 @@ def test_a_record_missing_a_dataset_is_not_used(runs, tmp_path, monkeypatch):
         "train": {"sem_seg": {"mIoU": 1.0}},
     }
     assert record["seed"] == 3 and record["config"] == "configs/ablation/c2s.yaml"
+
+
+def test_report_only_trains_nothing(runs, tmp_path, monkeypatch):
+    variant = runs.Variant("c2s", "2. + c2s", "configs/ablation/c2s.yaml")
+    evals = {"val": {"sem_seg": {"mIoU": 16.7}}}
+    _record(tmp_path / "ablation_records" / "c2s_seed3.json", evals)
+
+    def never(*args, **kwargs):
+        raise AssertionError("a report-only grid trained a run")
+
+    monkeypatch.setattr(runs, "train_and_evaluate", never)
+    grid = [(variant, 3), (variant, 4)]
+    done = runs.run_grid(grid, tmp_path / "ablation_runs", ("val",), jobs=1, train=False)
+    assert [(r.seed, r.evals) for r in done] == [(3, evals)]
