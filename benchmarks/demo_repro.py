@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from statistics import mean, stdev
 
-from runs import REPO, RESULTS, code_commit, mean_std, records_dir, write_report
+from runs import REPO, RESULTS, mean_std, records_dir, write_report
 
 DEMO_OUTPUT = Path("output") / "default_job"
 SPREAD = {  # row of the demo's table -> (dataset, task, metric) of an ablation record
@@ -53,6 +53,12 @@ def run_demo(clone: Path) -> tuple[str, float]:
     return table.read_text().strip(), (time.perf_counter() - start) / 60
 
 
+def _clone_commit(clone: Path) -> str:
+    proc = subprocess.run(["git", "-C", str(clone), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True)  # fmt: skip
+    return proc.stdout.strip() or "unknown"
+
+
 def seed_spread() -> dict[str, list[float]]:
     """Each table row's values over the full-BMP ablation records (one per seed)."""
     values: dict[str, list[float]] = {row: [] for row in SPREAD}
@@ -71,13 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     clones = args.clones or [Path(tempfile.mkdtemp(prefix=f"bmp_demo{i}_")) for i in (1, 2)]
     done = [run_demo(c) for c in clones]
     tables = [t for t, _ in done]
+    commits = [_clone_commit(c) for c in clones]
     same = all(t == tables[0] for t in tables)
     spread = seed_spread()
     seeds = len(next(iter(spread.values())))
     lines = ["| row | seeds 0-2, 1 thread (ablation full BMP) |", "|---|---|"]
     lines += [f"| {row} | {mean_std(v)} |" for row, v in spread.items()]
     md = (
-        f"# `make demo` on {len(clones)} fresh clones ({code_commit()})\n\n"
+        f"# `make demo` on {len(clones)} fresh clones (commits {', '.join(commits)})\n\n"
         f"`python benchmarks/demo_repro.py`. The tables are "
         f"{'identical' if same else 'DIFFERENT'}.\n\n"
         + "\n\n".join(f"Clone {i + 1}:\n\n{t}" for i, t in enumerate(tables))
@@ -87,10 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     payload = {
         "command": "python benchmarks/demo_repro.py",
-        "commit": code_commit(),
+        "commits": commits,
         "identical": same,
         "tables": tables,
-        "minutes": [round(m, 1) for _, m in done],
+        "minutes": [round(m, 1) for _, m in done],  # 0: read from a clone that had finished
         "spread": {
             row: {"values": v, "mean": mean(v), "std": stdev(v) if len(v) > 1 else 0.0}
             for row, v in spread.items()
