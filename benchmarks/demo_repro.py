@@ -54,19 +54,20 @@ def run_demo(clone: Path) -> tuple[str, float]:
 
 
 def _clone_commit(clone: Path) -> str:
-    proc = subprocess.run(["git", "-C", str(clone), "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True)  # fmt: skip
+    cmd = ["git", "-C", str(clone), "rev-parse", "--short", "HEAD"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     return proc.stdout.strip() or "unknown"
 
 
-def seed_spread() -> dict[str, list[float]]:
-    """Each table row's values over the full-BMP ablation records (one per seed)."""
-    values: dict[str, list[float]] = {row: [] for row in SPREAD}
+def seed_spread() -> tuple[list[int], dict[str, list[float]]]:
+    """The seeds of the full-BMP ablation records, and each table row's values over them."""
+    seeds, values = [], {row: [] for row in SPREAD}
     for path in sorted(records_dir(RESULTS / "ablation_runs").glob("full_seed*.json")):
-        evals = json.loads(path.read_text())["evals"]
+        record = json.loads(path.read_text())
+        seeds.append(record["seed"])
         for row, (dataset, task, metric) in SPREAD.items():
-            values[row].append(evals[dataset][task][metric])
-    return values
+            values[row].append(record["evals"][dataset][task][metric])
+    return seeds, values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,21 +80,22 @@ def main(argv: list[str] | None = None) -> int:
     tables = [t for t, _ in done]
     commits = [_clone_commit(c) for c in clones]
     same = all(t == tables[0] for t in tables)
-    spread = seed_spread()
-    seeds = len(next(iter(spread.values())))
-    lines = ["| row | seeds 0-2, 1 thread (ablation full BMP) |", "|---|---|"]
+    seeds, spread = seed_spread()
+    names = ", ".join(map(str, seeds))
+    lines = [f"| row | seeds {names}, 1 thread (ablation full BMP) |", "|---|---|"]
     lines += [f"| {row} | {mean_std(v)} |" for row, v in spread.items()]
     md = (
         f"# `make demo` on {len(clones)} fresh clones (commits {', '.join(commits)})\n\n"
         f"`python benchmarks/demo_repro.py`. The tables are "
         f"{'identical' if same else 'DIFFERENT'}.\n\n"
         + "\n\n".join(f"Clone {i + 1}:\n\n{t}" for i, t in enumerate(tables))
-        + f"\n\nThe same config over {seeds} seeds (mean ± std):\n\n"
+        + f"\n\nThe same config over {len(seeds)} seeds (mean ± std):\n\n"
         + "\n".join(lines)
         + "\n"
     )
     payload = {
         "command": "python benchmarks/demo_repro.py",
+        "spread_seeds": seeds,
         "commits": commits,
         "identical": same,
         "tables": tables,
