@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bmp.modeling.criterion import BMPCriterion, label_agreement
+from bmp.modeling.criterion import BMPCriterion, agreement_counts, label_agreement
 from bmp.modeling.losses import affinity_loss, c2s_loss, classification_loss, s2c_loss
 from bmp.modeling.schedule import LossSchedule, Phase
 from bmp.modeling.structures import BranchOutputs
@@ -87,7 +87,7 @@ def test_s2c_gate_waits_for_the_segmentation_branch_and_then_latches():
     closed = c(out, {"c2s": wrong, "s2c": s2c}, torch.ones(2, 3), phase)
     assert closed["loss_s2c"].item() == 0.0 and not bool(c.s2c_open)
     mostly = seg_argmax.clone()
-    mostly[0, 0, :] = wrong[0, 0, :]  # 4 of 32 pixels wrong: 87.5% agreement
+    mostly[0, 0, :] = wrong[0, 0, :]  # 4 of 32 pixels wrong: 82.9% class-balanced agreement
     opened = c(out, {"c2s": mostly, "s2c": s2c}, torch.ones(2, 3), phase)
     assert opened["loss_s2c"].item() > 0 and bool(c.s2c_open)
     # Latched: later disagreement does not close it; the state is in the state dict.
@@ -98,7 +98,30 @@ def test_s2c_gate_waits_for_the_segmentation_branch_and_then_latches():
     assert paper["loss_s2c"].item() > 0
 
 
-def test_label_agreement():
+def test_s2c_gate_stays_closed_for_a_branch_that_predicts_only_background():
+    c = _criterion(s2c_gate=0.75)
+    seg = torch.zeros(1, 3, 1, 10)
+    seg[:, 0] = 1.0  # argmax: background everywhere
+    out = BranchOutputs(torch.zeros(1, 2), torch.zeros(1, 2, 1, 10), seg, None, (1, 10))
+    c2s = torch.tensor([[[0] * 9 + [2]]])  # 9 of 10 labelled pixels agree, but class 2 has none
+    phase = Phase(True, True, False, False)
+    losses = c(
+        out, {"c2s": c2s, "s2c": torch.zeros(1, 1, 10, dtype=torch.long)}, torch.ones(1, 2), phase
+    )
+    assert losses["loss_s2c"].item() == 0.0 and not bool(c.s2c_open)
+
+
+def test_label_agreement_averages_over_the_labelled_classes():
     logits = torch.tensor([[[[2.0, 0.0, 1.0]], [[0.0, 3.0, 0.0]]]])  # argmax [0, 1, 0]
     assert label_agreement(logits, torch.tensor([[[0, 0, IGN]]]), IGN) == 0.5
+    # class 0: 1 of 1 matched, class 1: 1 of 2 matched -> (1 + 0.5) / 2, not 2 of 3 pixels
+    assert label_agreement(logits, torch.tensor([[[0, 1, 1]]]), IGN) == 0.75
     assert label_agreement(logits, torch.full((1, 1, 3), IGN), IGN) is None
+    counts = agreement_counts(logits, torch.tensor([[[0, 1, 1]]]), IGN)
+    torch.testing.assert_close(counts, torch.tensor([[1.0, 1.0], [1.0, 2.0]]))
+
+
+def test_agreement_counts_rejects_a_label_outside_the_classes():
+    logits = torch.zeros(1, 2, 1, 2)
+    with pytest.raises(ValueError, match="label 5 is outside the 2 classes"):
+        agreement_counts(logits, torch.tensor([[[0, 5]]]), IGN)

@@ -105,7 +105,9 @@ def _add_loss_config(cfg: CN) -> None:
     cfg.MODEL.BMP.S2C.SIGMA_S = 0.75  # confidence threshold on the segmentation logits
     # Our extension, not the paper's (0 = off, the paper): s2c starts at START_ITER only once
     # the segmentation branch's argmax agrees with its own c2s labels on this share of a batch's
-    # labelled pixels, and then stays on. An untrained branch's confident labels are noise.
+    # labelled pixels, averaged over the labelled classes, and then stays on. An untrained
+    # branch's confident labels are noise; the average is per class because a branch that
+    # predicts only background already matches most pixels of a label map.
     cfg.MODEL.BMP.S2C.GATE_AGREEMENT = 0.0
 
     # Affinity loss: the affinity head on the last two blocks' attention logits of the last

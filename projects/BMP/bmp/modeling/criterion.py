@@ -16,7 +16,7 @@ from .losses import affinity_loss, c2s_loss, classification_loss, s2c_loss
 from .schedule import LossSchedule, Phase
 from .structures import BranchOutputs
 
-__all__ = ["BMPCriterion", "agreement_counts", "label_agreement"]
+__all__ = ["BMPCriterion", "agreement_counts", "balanced_agreement", "label_agreement"]
 
 
 class BMPCriterion(nn.Module):
@@ -24,9 +24,10 @@ class BMPCriterion(nn.Module):
 
     ``forward`` returns the four weighted terms ``loss_cls``, ``loss_c2s``, ``loss_s2c`` and
     ``loss_aff``. ``s2c_gate`` > 0 is our extension, not the paper's: s2c then also waits for the
-    segmentation branch to agree with its c2s labels on that share of pixels (see
-    ``MODEL.BMP.S2C.GATE_AGREEMENT``). Inactive terms are graph-connected zeros so every
-    parameter is used every iteration (plain DDP works) and the logs keep their keys.
+    segmentation branch to agree with its c2s labels on that share of each labelled class's
+    pixels, on average over the classes (see ``MODEL.BMP.S2C.GATE_AGREEMENT``). Inactive terms
+    are graph-connected zeros so every parameter is used every iteration (plain DDP works) and
+    the logs keep their keys.
     """
 
     @configurable
@@ -131,8 +132,12 @@ class BMPCriterion(nn.Module):
         return losses
 
     def _s2c_gate_open(self, main: BranchOutputs, c2s_labels: Tensor | None) -> bool:
-        """With ``s2c_gate`` > 0, s2c waits until the segmentation branch agrees with its own c2s
-        labels on at least that share of the batch's labelled pixels; then it stays on."""
+        """With ``s2c_gate`` > 0, s2c waits until the segmentation branch's class-balanced
+        agreement with its own c2s labels on the batch reaches ``s2c_gate``; then it stays on.
+
+        Balanced, because background fills most of a label map: a branch that predicts only
+        background already agrees with most labelled pixels, and must not open the gate.
+        """
         if self.s2c_gate <= 0 or bool(self.s2c_open):
             return True
         if c2s_labels is None:
@@ -140,24 +145,45 @@ class BMPCriterion(nn.Module):
         counts = agreement_counts(main.seg_up().detach(), c2s_labels, self.ignore_value)
         if comm.get_world_size() > 1:  # one decision for all processes: the global agreement
             torch.distributed.all_reduce(counts)
-        agreement = None if counts[1] == 0 else float(counts[0] / counts[1])
+        agreement = balanced_agreement(counts)
         _log("bmp/s2c_gate_agreement", agreement)
+        if counts[:, 1].sum() > 0:  # the plain pixel share, logged beside it for comparison
+            _log("bmp/s2c_gate_pixel_agreement", float(counts[:, 0].sum() / counts[:, 1].sum()))
         if agreement is not None and agreement >= self.s2c_gate:
             self.s2c_open.fill_(True)
         return bool(self.s2c_open)
 
 
 def agreement_counts(logits: Tensor, labels: Tensor, ignore_value: int) -> Tensor:
-    """``[pixels where argmax(logits) equals labels, labelled pixels]`` as a float tensor."""
+    """Per class c, ``[pixels labelled c where argmax(logits) is c, pixels labelled c]``.
+
+    A float tensor of shape (C, 2) for the C channels of ``logits``; sums over processes add up.
+    """
+    num_classes = logits.shape[1]
     keep = labels != ignore_value
-    matched = (logits.argmax(dim=1)[keep] == labels[keep]).sum()
-    return torch.stack([matched, keep.sum()]).to(logits.dtype)
+    truth = labels[keep].long()
+    if truth.numel() and int(truth.max()) >= num_classes:
+        raise ValueError(
+            f"label {int(truth.max())} is outside the {num_classes} classes of the logits "
+            f"(and is not the ignore value {ignore_value})"
+        )
+    hit = logits.argmax(dim=1)[keep] == truth
+    labelled = torch.bincount(truth, minlength=num_classes)
+    matched = torch.bincount(truth[hit], minlength=num_classes)
+    return torch.stack([matched, labelled], dim=1).to(logits.dtype)
+
+
+def balanced_agreement(counts: Tensor) -> float | None:
+    """Mean over the labelled classes of each one's share of pixels matched; None if none."""
+    present = counts[:, 1] > 0
+    if not bool(present.any()):
+        return None
+    return float((counts[present, 0] / counts[present, 1]).mean())
 
 
 def label_agreement(logits: Tensor, labels: Tensor, ignore_value: int) -> float | None:
-    """Share of the labelled pixels where ``argmax(logits)`` equals ``labels``; None if none."""
-    matched, labelled = agreement_counts(logits, labels, ignore_value).tolist()
-    return None if labelled == 0 else matched / labelled
+    """Class-balanced share of labelled pixels where ``argmax(logits)`` equals ``labels``."""
+    return balanced_agreement(agreement_counts(logits, labels, ignore_value))
 
 
 def _log(name: str, value: float | None) -> None:
