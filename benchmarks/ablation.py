@@ -44,6 +44,7 @@ from runs import (
     RESULTS,
     Column,
     Variant,
+    ladder_line,
     quick_overrides,
     results_table,
     run_grid,
@@ -141,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _verdicts(variants: dict[str, Any]) -> list[str]:
-    """Plain answers: does full BMP beat c2s-only beyond the seed spread, and does the c2s-only
-    segmentation branch learn its training seeds (its train mIoU against theirs)?"""
+    """Plain answers: does full BMP beat c2s-only beyond the seed spread, does the c2s-only
+    segmentation branch learn its training seeds (its train mIoU against theirs), and what does
+    each mechanism change, paired by seed?"""
     lines = []
     if "c2s" in variants and "full" in variants and len(variants["full"]["seeds"]) >= 2:
         seg = {k: variants[k]["values"]["seg_val"] for k in ("c2s", "full")}
@@ -174,6 +176,13 @@ def _verdicts(variants: dict[str, Any]) -> list[str]:
                 f"c2s-only segmentation on the training images reaches {100 * mean(fits):.0f}% of "
                 f"the mIoU of the PAR seeds it trains on (per seed: {each}; bar: 90%)"
             )
+    for column, title in (
+        ("seg_val", "seg mIoU (val), one mechanism at a time"),
+        ("seed_cam", "CAM seed (train), one mechanism at a time"),
+    ):
+        line = ladder_line(variants, ["c2s", "s2c", "inter", "full"], column, title)
+        if line:
+            lines.append(line)
     return lines
 
 

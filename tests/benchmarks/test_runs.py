@@ -78,3 +78,19 @@ def test_report_only_trains_nothing(runs, tmp_path, monkeypatch):
     grid = [(variant, 3), (variant, 4)]
     done = runs.run_grid(grid, tmp_path / "ablation_runs", ("val",), jobs=1, train=False)
     assert [(r.seed, r.evals) for r in done] == [(3, evals)]
+
+
+def test_ladder_line_gives_each_step_on_the_seeds_every_variant_ran(runs):
+    def variant(label, by_seed):
+        return {"label": label, "seeds": list(by_seed), "values": {"cam": list(by_seed.values())}}
+
+    variants = {
+        "c2s": variant("c2s", {0: 20.0, 1: 22.0, 2: 90.0}),
+        "s2c": variant("+ s2c", {0: 21.0, 1: 25.0}),  # seed 2 missing: it drops out of all
+        "full": variant("+ BSP", {0: 19.0, 1: 24.0}),
+    }
+    line = runs.ladder_line(variants, ["c2s", "s2c", "inter", "full"], "cam", "CAM seed")
+    assert line == "CAM seed (seeds 0,1): c2s 21.0 → + s2c 23.0 (+2.0) → + BSP 21.5 (-1.5)"
+    assert runs.ladder_line({"c2s": variants["c2s"]}, ["c2s", "s2c"], "cam", "x") is None
+    nan = {"c2s": variants["c2s"], "s2c": variant("+ s2c", {0: float("nan")})}
+    assert runs.ladder_line(nan, ["c2s", "s2c"], "cam", "x") is None
