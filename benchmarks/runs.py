@@ -422,10 +422,16 @@ def ladder_line(
     """``title``: each variant of ``keys`` (in order, each adding one mechanism to the one before)
     with its mean of ``column`` and the change that mechanism made, on the seeds they all ran.
 
-    Only shared seeds count: runs of one seed train identically until the mechanisms start, so
-    a step's change is measured without the seed's luck. None if fewer than two variants ran.
+    Only shared seeds count: with the same training code, runs of one seed are identical until
+    the mechanisms start, so a step's change is measured without the seed's luck. The ladder
+    stops before the first variant that did not run (the next step would add two mechanisms).
+    None if fewer than two steps ran.
     """
-    present = [k for k in keys if k in variants]
+    present = []
+    for k in keys:
+        if k not in variants:
+            break
+        present.append(k)
     if len(present) < 2:
         return None
     shared = set.intersection(*(set(variants[k]["seeds"]) for k in present))

@@ -89,8 +89,13 @@ def test_ladder_line_gives_each_step_on_the_seeds_every_variant_ran(runs):
         "s2c": variant("+ s2c", {0: 21.0, 1: 25.0}),  # seed 2 missing: it drops out of all
         "full": variant("+ BSP", {0: 19.0, 1: 24.0}),
     }
-    line = runs.ladder_line(variants, ["c2s", "s2c", "inter", "full"], "cam", "CAM seed")
+    line = runs.ladder_line(variants, ["c2s", "s2c", "full"], "cam", "CAM seed")
     assert line == "CAM seed (seeds 0,1): c2s 21.0 → + s2c 23.0 (+2.0) → + BSP 21.5 (-1.5)"
+    # "inter" did not run: "full" is not one step above "s2c", so the ladder stops there.
+    line = runs.ladder_line(variants, ["c2s", "s2c", "inter", "full"], "cam", "CAM seed")
+    assert line == "CAM seed (seeds 0,1): c2s 21.0 → + s2c 23.0 (+2.0)"
     assert runs.ladder_line({"c2s": variants["c2s"]}, ["c2s", "s2c"], "cam", "x") is None
+    apart = {"c2s": variant("c2s", {0: 1.0}), "s2c": variant("+ s2c", {1: 2.0})}
+    assert runs.ladder_line(apart, ["c2s", "s2c"], "cam", "x") is None  # no seed in common
     nan = {"c2s": variants["c2s"], "s2c": variant("+ s2c", {0: float("nan")})}
     assert runs.ladder_line(nan, ["c2s", "s2c"], "cam", "x") is None

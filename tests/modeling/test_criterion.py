@@ -118,10 +118,12 @@ def test_label_agreement_averages_over_the_labelled_classes():
     assert label_agreement(logits, torch.tensor([[[0, 1, 1]]]), IGN) == 0.75
     assert label_agreement(logits, torch.full((1, 1, 3), IGN), IGN) is None
     counts = agreement_counts(logits, torch.tensor([[[0, 1, 1]]]), IGN)
-    torch.testing.assert_close(counts, torch.tensor([[1.0, 1.0], [1.0, 2.0]]))
+    assert counts.tolist() == [[1, 1], [1, 2]] and counts.dtype == torch.int64
 
 
 def test_agreement_counts_rejects_a_label_outside_the_classes():
     logits = torch.zeros(1, 2, 1, 2)
     with pytest.raises(ValueError, match="label 5 is outside the 2 classes"):
         agreement_counts(logits, torch.tensor([[[0, 5]]]), IGN)
+    with pytest.raises(ValueError, match="label -1 is outside the 2 classes"):
+        agreement_counts(logits, torch.tensor([[[0, -1]]]), IGN)

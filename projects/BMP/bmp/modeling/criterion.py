@@ -148,7 +148,8 @@ class BMPCriterion(nn.Module):
         agreement = balanced_agreement(counts)
         _log("bmp/s2c_gate_agreement", agreement)
         if counts[:, 1].sum() > 0:  # the plain pixel share, logged beside it for comparison
-            _log("bmp/s2c_gate_pixel_agreement", float(counts[:, 0].sum() / counts[:, 1].sum()))
+            pixel_share = counts[:, 0].sum().item() / counts[:, 1].sum().item()
+            _log("bmp/s2c_gate_pixel_agreement", pixel_share)
         if agreement is not None and agreement >= self.s2c_gate:
             self.s2c_open.fill_(True)
         return bool(self.s2c_open)
@@ -157,20 +158,22 @@ class BMPCriterion(nn.Module):
 def agreement_counts(logits: Tensor, labels: Tensor, ignore_value: int) -> Tensor:
     """Per class c, ``[pixels labelled c where argmax(logits) is c, pixels labelled c]``.
 
-    A float tensor of shape (C, 2) for the C channels of ``logits``; sums over processes add up.
+    An int64 tensor of shape (C, 2) for the C channels of ``logits``: exact at any batch size
+    and precision, and sums over processes add up.
     """
     num_classes = logits.shape[1]
     keep = labels != ignore_value
     truth = labels[keep].long()
-    if truth.numel() and int(truth.max()) >= num_classes:
+    bad = truth[(truth < 0) | (truth >= num_classes)]
+    if bad.numel():
         raise ValueError(
-            f"label {int(truth.max())} is outside the {num_classes} classes of the logits "
+            f"label {int(bad[0])} is outside the {num_classes} classes of the logits "
             f"(and is not the ignore value {ignore_value})"
         )
     hit = logits.argmax(dim=1)[keep] == truth
     labelled = torch.bincount(truth, minlength=num_classes)
     matched = torch.bincount(truth[hit], minlength=num_classes)
-    return torch.stack([matched, labelled], dim=1).to(logits.dtype)
+    return torch.stack([matched, labelled], dim=1)
 
 
 def balanced_agreement(counts: Tensor) -> float | None:
@@ -178,11 +181,12 @@ def balanced_agreement(counts: Tensor) -> float | None:
     present = counts[:, 1] > 0
     if not bool(present.any()):
         return None
-    return float((counts[present, 0] / counts[present, 1]).mean())
+    return float((counts[present, 0].double() / counts[present, 1].double()).mean())
 
 
 def label_agreement(logits: Tensor, labels: Tensor, ignore_value: int) -> float | None:
-    """Class-balanced share of labelled pixels where ``argmax(logits)`` equals ``labels``."""
+    """Class-balanced share of labelled pixels where ``argmax(logits)`` equals ``labels``
+    (see ``balanced_agreement``); None if no pixel is labelled."""
     return balanced_agreement(agreement_counts(logits, labels, ignore_value))
 
 
