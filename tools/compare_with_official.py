@@ -187,7 +187,9 @@ def build_ours(theirs: nn.Module, config: str, tta: bool) -> nn.Module:
     converted, _ = official_to_bmp_d2(theirs.state_dict())
     result = model.load_state_dict(converted, strict=False)
     missing = [
-        k for k in result.missing_keys if k not in ("pixel_mean", "pixel_std", "criterion.s2c_open")
+        k
+        for k in result.missing_keys
+        if k not in ("pixel_mean", "pixel_std", "criterion.s2c_open", "criterion.s2c_agreement")
     ]
     if missing or result.unexpected_keys:
         raise SystemExit(

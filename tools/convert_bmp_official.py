@@ -52,7 +52,7 @@ OURS_TO_THEIRS: List[Tuple[str, str]] = [
 THEIR_UNUSED = (r"encoder\.head\.(weight|bias)",)
 # Our buffers without a counterpart in their checkpoints: preprocessing, and the state of the
 # optional s2c gate (our extension).
-OUR_UNUSED = (r"pixel_(mean|std)", r"criterion\.s2c_open")
+OUR_UNUSED = (r"pixel_(mean|std)", r"criterion\.s2c_(open|agreement)")
 
 
 class ConversionError(CheckpointFormatError):

@@ -78,7 +78,7 @@ def test_missing_target_of_an_active_term_is_an_error():
 
 
 def test_s2c_gate_waits_for_the_segmentation_branch_and_then_latches():
-    c = _criterion(s2c_gate=0.75)
+    c = _criterion(s2c_gate=0.75, s2c_gate_momentum=0.0)  # the current batch alone
     out = _outputs()
     seg_argmax = out.seg_up().argmax(dim=1)
     s2c = torch.zeros(2, 4, 4, dtype=torch.long)
@@ -98,8 +98,30 @@ def test_s2c_gate_waits_for_the_segmentation_branch_and_then_latches():
     assert paper["loss_s2c"].item() > 0
 
 
+def test_s2c_gate_opens_on_the_smoothed_agreement_not_one_batch():
+    c = _criterion(s2c_gate=0.6, s2c_gate_momentum=0.5)
+    out = _outputs()
+    seg_argmax = out.seg_up().argmax(dim=1)
+    s2c = torch.zeros(2, 4, 4, dtype=torch.long)
+    phase = Phase(True, True, False, False)
+
+    def step(c2s):
+        return c(out, {"c2s": c2s, "s2c": s2c}, torch.ones(2, 3), phase)["loss_s2c"].item()
+
+    # Agreement 1.0 each batch: the average goes 0.5, then 0.75 >= 0.6, and the gate opens.
+    assert step(seg_argmax) == 0.0 and c.s2c_agreement.item() == 0.5
+    assert step(seg_argmax) > 0 and bool(c.s2c_open)
+    # One lucky batch among bad ones: 0.5, then 0.25 -- never open.
+    lucky = _criterion(s2c_gate=0.6, s2c_gate_momentum=0.5)
+    wrong = (seg_argmax + 1) % 4
+    for c2s in (seg_argmax, wrong):
+        out_lucky = lucky(out, {"c2s": c2s, "s2c": s2c}, torch.ones(2, 3), phase)
+        assert out_lucky["loss_s2c"].item() == 0.0
+    assert lucky.s2c_agreement.item() == 0.25 and "s2c_agreement" in lucky.state_dict()
+
+
 def test_s2c_gate_stays_closed_for_a_branch_that_predicts_only_background():
-    c = _criterion(s2c_gate=0.75)
+    c = _criterion(s2c_gate=0.75, s2c_gate_momentum=0.0)
     seg = torch.zeros(1, 3, 1, 10)
     seg[:, 0] = 1.0  # argmax: background everywhere
     out = BranchOutputs(torch.zeros(1, 2), torch.zeros(1, 2, 1, 10), seg, None, (1, 10))

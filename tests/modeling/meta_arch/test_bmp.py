@@ -302,3 +302,5 @@ def test_s2c_gate_settings_are_checked(make_cfg):
     off = {"MODEL.BMP.S2C.GATE_AGREEMENT": 0.9, "MODEL.BMP.C2S.ENABLED": False}
     with pytest.raises(ValueError, match="C2S.ENABLED"):
         build_model(make_cfg(**off))
+    with pytest.raises(ValueError, match="GATE_MOMENTUM"):
+        build_model(make_cfg(**{"MODEL.BMP.S2C.GATE_MOMENTUM": 1.0}))

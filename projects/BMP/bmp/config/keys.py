@@ -109,6 +109,9 @@ def _add_loss_config(cfg: CN) -> None:
     # branch's confident labels are noise; the average is per class because a branch that
     # predicts only background already matches most pixels of a label map.
     cfg.MODEL.BMP.S2C.GATE_AGREEMENT = 0.0
+    # The gate compares an exponential moving average of that agreement (from 0; this is the
+    # weight of the past), not one batch's, so one lucky batch cannot open it.
+    cfg.MODEL.BMP.S2C.GATE_MOMENTUM = 0.95
 
     # Affinity loss: the affinity head on the last two blocks' attention logits of the last
     # stage learns the pairwise affinities of the PAR labels.

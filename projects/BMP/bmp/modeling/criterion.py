@@ -25,7 +25,8 @@ class BMPCriterion(nn.Module):
     ``forward`` returns the four weighted terms ``loss_cls``, ``loss_c2s``, ``loss_s2c`` and
     ``loss_aff``. ``s2c_gate`` > 0 is our extension, not the paper's: s2c then also waits for the
     segmentation branch to agree with its c2s labels on that share of each labelled class's
-    pixels, on average over the classes (see ``MODEL.BMP.S2C.GATE_AGREEMENT``). Inactive terms
+    pixels, on average over the classes and smoothed over batches (see
+    ``MODEL.BMP.S2C.GATE_AGREEMENT`` and ``GATE_MOMENTUM``). Inactive terms
     are graph-connected zeros so every parameter is used every iteration (plain DDP works) and
     the logs keep their keys.
     """
@@ -46,6 +47,7 @@ class BMPCriterion(nn.Module):
         s2c_loss_mode: str = "ce",
         ignore_value: int = 255,
         s2c_gate: float = 0.0,
+        s2c_gate_momentum: float = 0.95,
     ) -> None:
         super().__init__()
         self.schedule = schedule
@@ -56,7 +58,10 @@ class BMPCriterion(nn.Module):
         self.s2c_loss_mode = s2c_loss_mode
         self.ignore_value = ignore_value
         self.s2c_gate = float(s2c_gate)
-        # Latched once the gate opens; a buffer, so checkpoints and resumes keep it.
+        self.s2c_gate_momentum = float(s2c_gate_momentum)
+        # Buffers, so checkpoints and resumes keep them: the smoothed agreement (from 0) and the
+        # gate, latched once open.
+        self.register_buffer("s2c_agreement", torch.tensor(0.0))
         self.register_buffer("s2c_open", torch.tensor(False))
 
     @classmethod
@@ -71,7 +76,12 @@ class BMPCriterion(nn.Module):
                     f"{key}={value!r} must be 'mlsm' (per-pixel multi-label soft margin, the "
                     "authors' --loss_type BCE) or 'ce' (cross-entropy)"
                 )
-        gate = bmp.S2C.GATE_AGREEMENT
+        gate, momentum = bmp.S2C.GATE_AGREEMENT, bmp.S2C.GATE_MOMENTUM
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(
+                f"MODEL.BMP.S2C.GATE_MOMENTUM={momentum} must be in [0, 1): the weight of the "
+                "past in the gate's smoothed agreement (0 = the current batch alone)"
+            )
         if not 0.0 <= gate <= 1.0 or (gate > 0 and not bmp.C2S.ENABLED):
             raise ValueError(
                 f"MODEL.BMP.S2C.GATE_AGREEMENT={gate} must be in [0, 1] (0 = off), and it needs "
@@ -95,6 +105,7 @@ class BMPCriterion(nn.Module):
             "s2c_loss_mode": bmp.S2C.LOSS,
             "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
             "s2c_gate": gate,
+            "s2c_gate_momentum": momentum,
         }
 
     def phase(self, iteration: int) -> Phase:
@@ -133,10 +144,14 @@ class BMPCriterion(nn.Module):
 
     def _s2c_gate_open(self, main: BranchOutputs, c2s_labels: Tensor | None) -> bool:
         """With ``s2c_gate`` > 0, s2c waits until the segmentation branch's class-balanced
-        agreement with its own c2s labels on the batch reaches ``s2c_gate``; then it stays on.
+        agreement with its own c2s labels, averaged over batches, reaches ``s2c_gate``; then it
+        stays on.
 
         Balanced, because background fills most of a label map: a branch that predicts only
         background already agrees with most labelled pixels, and must not open the gate.
+        Averaged (an exponential moving average from 0), because one batch is noisy: an
+        untrained branch that happens to paint a batch's one object class everywhere agrees
+        with half of its classes.
         """
         if self.s2c_gate <= 0 or bool(self.s2c_open):
             return True
@@ -146,11 +161,15 @@ class BMPCriterion(nn.Module):
         if comm.get_world_size() > 1:  # one decision for all processes: the global agreement
             torch.distributed.all_reduce(counts)
         agreement = balanced_agreement(counts)
+        if agreement is not None:
+            m = self.s2c_gate_momentum
+            self.s2c_agreement.mul_(m).add_((1.0 - m) * agreement)
         _log("bmp/s2c_gate_agreement", agreement)
+        _log("bmp/s2c_gate_agreement_smoothed", float(self.s2c_agreement))
         if counts[:, 1].sum() > 0:  # the plain pixel share, logged beside it for comparison
             pixel_share = counts[:, 0].sum().item() / counts[:, 1].sum().item()
             _log("bmp/s2c_gate_pixel_agreement", pixel_share)
-        if agreement is not None and agreement >= self.s2c_gate:
+        if float(self.s2c_agreement) >= self.s2c_gate:
             self.s2c_open.fill_(True)
         return bool(self.s2c_open)
 
