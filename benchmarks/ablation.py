@@ -28,7 +28,9 @@ command that reproduces it. Finished runs are reused, so an interrupted benchmar
         MODEL.BMP.S2C.START_ITER 1200                              # a diagnostic variant
 
 ``--tag`` keeps a variant run with extra overrides apart from the plain ones: its runs are
-``<variant>_<tag>_seed<N>`` and its results ``ablation_<tag>.{md,json,png}``.
+``<variant>_<tag>_seed<N>`` and its results ``ablation_<tag>.{md,json,png}``, with lines that
+compare each tagged variant to its plain runs, paired by seed. Where the runs had the s2c gate
+(``MODEL.BMP.S2C.GATE_AGREEMENT``), the report also gives the iteration it opened at.
 """
 
 from __future__ import annotations
@@ -42,9 +44,12 @@ from typing import Any
 
 from runs import (
     RESULTS,
+    TRACKED_SCALARS,
     Column,
+    Run,
     Variant,
     ladder_line,
+    paired_line,
     quick_overrides,
     results_table,
     run_grid,
@@ -52,6 +57,7 @@ from runs import (
     write_report,
 )
 
+GATE_SCALAR = TRACKED_SCALARS[0]
 VAL = "synthetic_wsss_val_sem_seg"
 TRAIN = "synthetic_wsss_train_sem_seg"
 
@@ -135,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     if summary["variants"]:
         plot(summary["variants"], out / f"{stem}.png")
     verdicts = _verdicts(summary["variants"])
+    if args.tag:
+        plain = run_grid(grid, out / "ablation_runs", (VAL, TRAIN), (), args.jobs, train=False)
+        _, plain_summary = results_table(chosen, plain, COLUMNS)
+        verdicts += _against_plain(summary["variants"], plain_summary["variants"], args.tag)
+        verdicts += _gate_openings(runs)
     payload["verdicts"] = verdicts
     if verdicts:
         md += "\n" + "\n".join(f"- {line}" for line in verdicts) + "\n"
@@ -186,6 +197,39 @@ def _verdicts(variants: dict[str, Any]) -> list[str]:
         line = ladder_line(variants, ["c2s", "s2c", "inter", "full"], column, title)
         if line:
             lines.append(line)
+    return lines
+
+
+def _against_plain(tagged: dict[str, Any], plain: dict[str, Any], tag: str) -> list[str]:
+    """Each tagged variant against its plain runs, paired by seed, on the main columns."""
+    lines = []
+    for key in tagged:
+        if key not in plain:
+            continue
+        for column, title in (
+            ("seg_val", "seg mIoU (val)"),
+            ("seg_train", "seg mIoU (train)"),
+            ("seed_cam", "CAM seed (train)"),
+            ("seed_par", "PAR seed (train)"),
+        ):
+            line = paired_line(
+                tagged[key], plain[key], column, f"'{tag}' against plain {key}, {title}"
+            )
+            if line:
+                lines.append(line)
+    return lines
+
+
+def _gate_openings(runs: list[Run]) -> list[str]:
+    """The iteration each run's s2c gate opened at: the last one it logged its agreement at."""
+    lines = []
+    for run in sorted(runs, key=lambda r: (r.variant.key, r.seed)):
+        last = run.last_logged.get(GATE_SCALAR)
+        if last is not None:
+            lines.append(
+                f"{run.variant.key} seed {run.seed}: the s2c gate logged its agreement until "
+                f"iteration {last} (it opens there, or never if that is the last iteration)"
+            )
     return lines
 
 

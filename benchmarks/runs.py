@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from statistics import mean, stdev
@@ -37,6 +37,9 @@ RESULTS = REPO / "benchmarks" / "results"
 NAN = float("nan")
 COMMAND_FILE = "command.txt"  # in each run folder: the command that trained it
 COMMIT_FILE = "commit.txt"  # in each run folder: the commit of the code that trained it
+# Scalars a run logs on every iteration until something happens; the record keeps the last
+# iteration each was logged at. The s2c gate logs its smoothed agreement until it opens.
+TRACKED_SCALARS = ("bmp/s2c_gate_agreement_smoothed",)
 
 __all__ = [
     "REPO",
@@ -56,6 +59,9 @@ __all__ = [
     "write_report",
     "mean_std",
     "ladder_line",
+    "paired_line",
+    "last_logged",
+    "TRACKED_SCALARS",
     "run_minutes",
     "records_dir",
     "code_commit",
@@ -90,7 +96,8 @@ class Column:
 @dataclass
 class Run:
     """A finished run: its variant, seed, folder (absent for a run known from its record only),
-    command, final evaluations per dataset, the commit it was trained at and its minutes."""
+    command, final evaluations per dataset, the commit it was trained at, its minutes and the
+    last iteration each of the :data:`TRACKED_SCALARS` it logged was logged at."""
 
     variant: Variant
     seed: int
@@ -99,6 +106,7 @@ class Run:
     evals: dict[str, dict[str, Any]]
     commit: str = "unknown"
     minutes: float = 0.0
+    last_logged: dict[str, int] = field(default_factory=dict)
 
     @property
     def has_folder(self) -> bool:
@@ -273,6 +281,7 @@ def _write_record(path: Path, run: Run) -> None:
         "command": run.command,
         "commit": run.commit,
         "minutes": round(run.minutes, 1),
+        "last_logged": run.last_logged,
         "evals": run.evals,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -310,8 +319,9 @@ def run_grid(
             print(f"  {variant.label} seed {seed}: from its record ({record['commit']})")
             evals = {d: record["evals"][d] for d in datasets}
             return Run(
-                variant, seed, out, record["command"], evals, record["commit"], record["minutes"]
-            )
+                variant, seed, out, record["command"], evals, record["commit"], record["minutes"],
+                record.get("last_logged", {}),
+            )  # fmt: skip
         label = f"{variant.label} seed {seed}"
         if not train and any(final_eval(out, d) is None for d in datasets):
             print(f"  {label}: not measured yet")
@@ -323,7 +333,8 @@ def run_grid(
         command = _read_line(out / COMMAND_FILE)
         command = command or _shell_line(train_command(config, out, run_opts), threads)
         commit = _read_line(out / COMMIT_FILE) or "unknown"
-        run = Run(variant, seed, out, command, evals, commit, run_minutes(out))
+        logged = last_logged(out, TRACKED_SCALARS)
+        run = Run(variant, seed, out, command, evals, commit, run_minutes(out), logged)
         _write_record(record_file, run)
         return run
 
@@ -448,6 +459,41 @@ def ladder_line(
         steps.append(f"{variants[k]['label']} {after:.1f} ({after - before:+.1f})")
     seeds = ("seeds " if len(shared) > 1 else "seed ") + ",".join(map(str, sorted(shared)))
     return f"{title} ({seeds}): " + " → ".join(steps)
+
+
+def paired_line(
+    tagged: dict[str, Any], plain: dict[str, Any], column: str, title: str
+) -> str | None:
+    """``title``: a variant run with extra overrides against its plain runs on the seeds both
+    ran, with the difference per seed (runs of one seed are identical until the overrides act).
+    ``tagged`` and ``plain`` are one variant's summaries from :func:`results_table`. None without
+    a shared seed or where a value is missing."""
+    a = dict(zip(tagged["seeds"], tagged["values"][column]))
+    b = dict(zip(plain["seeds"], plain["values"][column]))
+    shared = sorted(set(a) & set(b))
+    if not shared or any(math.isnan(a[s]) or math.isnan(b[s]) for s in shared):
+        return None
+    each = " / ".join(f"{a[s] - b[s]:+.1f}" for s in shared)
+    seeds = ("seeds " if len(shared) > 1 else "seed ") + ",".join(map(str, shared))
+    ma, mb = mean(a[s] for s in shared), mean(b[s] for s in shared)
+    return f"{title} ({seeds}): {ma:.1f} against {mb:.1f} ({ma - mb:+.1f}; per seed {each})"
+
+
+def last_logged(out_dir: Path, names: Sequence[str]) -> dict[str, int]:
+    """The last iteration at which each of ``names`` appears in the run's ``metrics.json``
+    (names never logged are left out)."""
+    path = Path(out_dir) / "metrics.json"
+    found: dict[str, int] = {}
+    if not path.is_file():
+        return found
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        entry = json.loads(line)
+        for name in names:
+            if name in entry:
+                found[name] = max(found.get(name, -1), int(entry["iteration"]))
+    return found
 
 
 def run_minutes(out_dir: Path) -> float:

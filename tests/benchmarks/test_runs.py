@@ -99,3 +99,45 @@ def test_ladder_line_gives_each_step_on_the_seeds_every_variant_ran(runs):
     assert runs.ladder_line(apart, ["c2s", "s2c"], "cam", "x") is None  # no seed in common
     nan = {"c2s": variants["c2s"], "s2c": variant("+ s2c", {0: float("nan")})}
     assert runs.ladder_line(nan, ["c2s", "s2c"], "cam", "x") is None
+
+
+def test_paired_line_compares_a_tagged_variant_with_its_plain_runs_seed_by_seed(runs):
+    def variant(by_seed):
+        return {"seeds": list(by_seed), "values": {"seg": list(by_seed.values())}}
+
+    tagged = variant({0: 20.0, 1: 18.0, 3: 50.0})  # seed 3 has no plain run: left out
+    plain = variant({0: 19.0, 1: 19.0, 2: 5.0})
+    line = runs.paired_line(tagged, plain, "seg", "gate, seg")
+    assert line == "gate, seg (seeds 0,1): 19.0 against 19.0 (+0.0; per seed +1.0 / -1.0)"
+    assert runs.paired_line(variant({3: 1.0}), plain, "seg", "x") is None
+    assert runs.paired_line(variant({0: float("nan")}), plain, "seg", "x") is None
+
+
+def test_last_logged_gives_the_last_iteration_each_scalar_was_written(runs, tmp_path):
+    lines = [
+        {"iteration": 19, "gate": 0.1, "loss": 1.0},
+        {"iteration": 39, "gate": 0.2, "loss": 0.9},
+        {"iteration": 47, "gate": 0.3},  # the writer flushes the scalar's own last iteration
+        {"iteration": 59, "loss": 0.8},
+    ]
+    (tmp_path / "metrics.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    found = runs.last_logged(tmp_path, ["gate", "loss", "never"])
+    assert found == {"gate": 47, "loss": 59}
+    assert runs.last_logged(tmp_path / "missing", ["gate"]) == {}
+
+
+def test_a_record_keeps_the_tracked_scalars_last_iterations(runs, tmp_path, monkeypatch):
+    variant = runs.Variant("s2c", "3. + s2c", "configs/ablation/s2c.yaml")
+    name = runs.TRACKED_SCALARS[0]
+
+    def fake_training(config, out_dir, datasets, opts, threads, label):
+        out_dir.mkdir(parents=True)
+        (out_dir / "metrics.json").write_text(json.dumps({"iteration": 1053, name: 0.26}) + "\n")
+        return {d: {"sem_seg": {"mIoU": 1.0}} for d in datasets}
+
+    monkeypatch.setattr(runs, "train_and_evaluate", fake_training)
+    root = tmp_path / "ablation_runs"
+    (run,) = runs.run_grid([(variant, 1)], root, ("val",), jobs=1, tag="gate")
+    assert run.last_logged == {name: 1053}
+    record = json.loads((tmp_path / "ablation_records" / "s2c_gate_seed1.json").read_text())
+    assert record["last_logged"] == {name: 1053}
