@@ -51,6 +51,7 @@ from runs import (
     ladder_line,
     paired_line,
     quick_overrides,
+    recorded_minutes,
     results_table,
     run_grid,
     seed_columns,
@@ -127,13 +128,9 @@ def main(argv: list[str] | None = None) -> int:
 
     baseline = [("all background", {"seg_val": all_background_miou(VAL)})]
     table, summary = results_table(chosen, runs, COLUMNS, baseline)
-    minutes = sum(r.minutes for r in runs) / args.jobs
-    # Runs may come from records of other sessions: say what each took, not one wall time.
-    spans = [r.minutes for r in runs] or [0.0]
-    took = f"{len(runs)} runs of {min(spans):.0f}-{max(spans):.0f} min each as recorded"
     cmd = "python benchmarks/ablation.py" + (" " + " ".join(sys.argv[1:]) if argv is None else "")
-    md = f"# BMP ablation on the embedded synthetic dataset\n\n`{cmd.strip()}` ({took}, "
-    md += f"{args.jobs} at a time). {INTRO}\n\n{table}\n"
+    md = f"# BMP ablation on the embedded synthetic dataset\n\n`{cmd.strip()}` "
+    md += f"({recorded_minutes(runs, args.jobs)}). {INTRO}\n\n{table}\n"
     if args.opts:
         md += f"\nExtra overrides for every run: `{' '.join(args.opts)}`.\n"
     stem = f"ablation_{args.tag}" if args.tag else "ablation"
@@ -151,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         md += "\n" + "\n".join(f"- {line}" for line in verdicts) + "\n"
     write_report(out, stem, md, payload)
     print("\n" + table + "\n\n" + "\n".join(verdicts))
-    print(f"\nwrote {out}/{stem}.{{md,json,png}} ({minutes:.0f} min)")
+    print(f"\nwrote {out}/{stem}.{{md,json,png}}")
     return 0
 
 

@@ -183,14 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     summary["steps"] = steps = cam_steps(summary["variants"])
     stem = "coco_mini_quick" if args.quick else "coco_mini"
     shown, panels = _drawn_run(done, out, stem)
-    minutes = sum(r.minutes for r in done) / args.jobs
     cmd = "python benchmarks/real_coco_mini.py" + (
         " " + " ".join(sys.argv[1:]) if argv is None else ""
     )
     md = (
         "# BMP on real photos: coco_mini (VOC-21 labels), EfficientNet-Lite2 (ImageNet, PyPI)\n\n"
-        f"`{cmd.strip()}` (about {minutes:.0f} min of training and evaluation here, "
-        f"{args.jobs} runs at a time). {INTRO}\n\n{table}\n\n"
+        f"`{cmd.strip()}` ({runs.recorded_minutes(done, args.jobs)}). {INTRO}\n\n{table}\n\n"
     )
     if steps:
         md += "".join(f"- {line}\n" for line in steps) + "\n"

@@ -63,6 +63,7 @@ __all__ = [
     "last_logged",
     "TRACKED_SCALARS",
     "run_minutes",
+    "recorded_minutes",
     "records_dir",
     "code_commit",
 ]
@@ -494,6 +495,17 @@ def last_logged(out_dir: Path, names: Sequence[str]) -> dict[str, int]:
             if name in entry:
                 found[name] = max(found.get(name, -1), int(entry["iteration"]))
     return found
+
+
+def recorded_minutes(done: Sequence[Run], jobs: int) -> str:
+    """What the runs took, for a report's first line: each run's recorded minutes as a range.
+
+    Runs may come from records of other sessions, on a machine as busy as it was then, so one
+    wall time summed over them would mix sessions."""
+    spans = [r.minutes for r in done] or [0.0]
+    runs_word = "run" if len(done) == 1 else "runs"
+    span = f"{min(spans):.0f}" if min(spans) == max(spans) else f"{min(spans):.0f}-{max(spans):.0f}"
+    return f"{len(done)} {runs_word} of {span} min each as recorded, {jobs} at a time"
 
 
 def run_minutes(out_dir: Path) -> float:

@@ -141,3 +141,14 @@ def test_a_record_keeps_the_tracked_scalars_last_iterations(runs, tmp_path, monk
     assert run.last_logged == {name: 1053}
     record = json.loads((tmp_path / "ablation_records" / "s2c_gate_seed1.json").read_text())
     assert record["last_logged"] == {name: 1053}
+
+
+def test_recorded_minutes_gives_the_range_of_what_each_run_took(runs, tmp_path):
+    variant = runs.Variant("c2s", "2. + c2s", "configs/ablation/c2s.yaml")
+
+    def run(minutes):
+        return runs.Run(variant, 0, tmp_path, "cmd", {}, minutes=minutes)
+
+    line = runs.recorded_minutes([run(15.2), run(46.8), run(22.0)], 2)
+    assert line == "3 runs of 15-47 min each as recorded, 2 at a time"
+    assert runs.recorded_minutes([run(9.6)], 1) == "1 run of 10 min each as recorded, 1 at a time"
