@@ -501,11 +501,16 @@ def recorded_minutes(done: Sequence[Run], jobs: int) -> str:
     """What the runs took, for a report's first line: each run's recorded minutes as a range.
 
     Runs may come from records of other sessions, on a machine as busy as it was then, so one
-    wall time summed over them would mix sessions."""
-    spans = [r.minutes for r in done] or [0.0]
-    runs_word = "run" if len(done) == 1 else "runs"
-    span = f"{min(spans):.0f}" if min(spans) == max(spans) else f"{min(spans):.0f}-{max(spans):.0f}"
-    return f"{len(done)} {runs_word} of {span} min each as recorded, {jobs} at a time"
+    wall time summed over them would mix sessions. A record without a time (0 minutes: its log
+    was gone when it was written) is counted apart."""
+    known = [r.minutes for r in done if r.minutes > 0]
+    line = f"{len(done)} run" + ("" if len(done) == 1 else "s")
+    if known:
+        low, high = f"{min(known):.0f}", f"{max(known):.0f}"
+        line += f" of {low if low == high else f'{low}-{high}'} min each as recorded"
+    if len(known) < len(done):
+        line += f" ({len(done) - len(known)} without a recorded time)"
+    return f"{line}, {jobs} at a time"
 
 
 def run_minutes(out_dir: Path) -> float:

@@ -152,3 +152,6 @@ def test_recorded_minutes_gives_the_range_of_what_each_run_took(runs, tmp_path):
     line = runs.recorded_minutes([run(15.2), run(46.8), run(22.0)], 2)
     assert line == "3 runs of 15-47 min each as recorded, 2 at a time"
     assert runs.recorded_minutes([run(9.6)], 1) == "1 run of 10 min each as recorded, 1 at a time"
+    line = runs.recorded_minutes([run(0.0), run(45.4), run(46.8)], 2)
+    assert line == "3 runs of 45-47 min each as recorded (1 without a recorded time), 2 at a time"
+    assert runs.recorded_minutes([run(0.0)], 2) == "1 run (1 without a recorded time), 2 at a time"
