@@ -44,21 +44,19 @@ from typing import Any
 
 from runs import (
     RESULTS,
-    TRACKED_SCALARS,
     Column,
-    Run,
     Variant,
+    against_plain,
     ladder_line,
-    paired_line,
     quick_overrides,
     recorded_minutes,
     results_table,
     run_grid,
     seed_columns,
+    tracked_lines,
     write_report,
 )
 
-GATE_SCALAR = TRACKED_SCALARS[0]
 VAL = "synthetic_wsss_val_sem_seg"
 TRAIN = "synthetic_wsss_train_sem_seg"
 
@@ -78,6 +76,13 @@ COLUMNS = [
     Column("seed_used", "training seed (train)", TRAIN, "training_seed"),
     *seed_columns(TRAIN),
     Column("cls_map", "cls mAP (val)", VAL, "classification", "mAP"),
+]
+# What a tagged variant is compared with its plain runs on.
+PAIRED_COLUMNS = [
+    ("seg_val", "seg mIoU (val)"),
+    ("seg_train", "seg mIoU (train)"),
+    ("seed_cam", "CAM seed (train)"),
+    ("seed_par", "PAR seed (train)"),
 ]
 # --quick: every stage of the pipeline in a few iterations, on one pseudo-label scale.
 QUICK = quick_overrides(8, 64) + ["MODEL.BMP.PSEUDO.SCALES", "[1.0]"]
@@ -141,8 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.tag:
         plain = run_grid(grid, out / "ablation_runs", (VAL, TRAIN), (), args.jobs, train=False)
         _, plain_summary = results_table(chosen, plain, COLUMNS)
-        verdicts += _against_plain(summary["variants"], plain_summary["variants"], args.tag)
-        verdicts += _gate_openings(runs)
+        verdicts += against_plain(
+            summary["variants"], plain_summary["variants"], args.tag, PAIRED_COLUMNS
+        )
+        verdicts += tracked_lines(runs)
     payload["verdicts"] = verdicts
     if verdicts:
         md += "\n" + "\n".join(f"- {line}" for line in verdicts) + "\n"
@@ -194,39 +201,6 @@ def _verdicts(variants: dict[str, Any]) -> list[str]:
         line = ladder_line(variants, ["c2s", "s2c", "inter", "full"], column, title)
         if line:
             lines.append(line)
-    return lines
-
-
-def _against_plain(tagged: dict[str, Any], plain: dict[str, Any], tag: str) -> list[str]:
-    """Each tagged variant against its plain runs, paired by seed, on the main columns."""
-    lines = []
-    for key in tagged:
-        if key not in plain:
-            continue
-        for column, title in (
-            ("seg_val", "seg mIoU (val)"),
-            ("seg_train", "seg mIoU (train)"),
-            ("seed_cam", "CAM seed (train)"),
-            ("seed_par", "PAR seed (train)"),
-        ):
-            line = paired_line(
-                tagged[key], plain[key], column, f"'{tag}' against plain {key}, {title}"
-            )
-            if line:
-                lines.append(line)
-    return lines
-
-
-def _gate_openings(runs: list[Run]) -> list[str]:
-    """The iteration each run's s2c gate opened at: the last one it logged its agreement at."""
-    lines = []
-    for run in sorted(runs, key=lambda r: (r.variant.key, r.seed)):
-        last = run.last_logged.get(GATE_SCALAR)
-        if last is not None:
-            lines.append(
-                f"{run.variant.key} seed {run.seed}: the s2c gate logged its agreement until "
-                f"iteration {last} (it opens there, or never if that is the last iteration)"
-            )
     return lines
 
 

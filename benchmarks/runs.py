@@ -24,7 +24,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,9 +37,9 @@ RESULTS = REPO / "benchmarks" / "results"
 NAN = float("nan")
 COMMAND_FILE = "command.txt"  # in each run folder: the command that trained it
 COMMIT_FILE = "commit.txt"  # in each run folder: the commit of the code that trained it
-# Scalars a run logs on every iteration until something happens; the record keeps the last
-# iteration each was logged at. The s2c gate logs its smoothed agreement until it opens.
-TRACKED_SCALARS = ("bmp/s2c_gate_agreement_smoothed",)
+# Scalars a run logs on every iteration until something happens, and what that is; the record
+# keeps the last iteration each was logged at. The s2c gate logs its agreement until it opens.
+TRACKED_SCALARS = {"bmp/s2c_gate_agreement_smoothed": "the s2c gate opened"}
 
 __all__ = [
     "REPO",
@@ -60,6 +60,8 @@ __all__ = [
     "mean_std",
     "ladder_line",
     "paired_line",
+    "against_plain",
+    "tracked_lines",
     "last_logged",
     "TRACKED_SCALARS",
     "run_minutes",
@@ -480,7 +482,39 @@ def paired_line(
     return f"{title} ({seeds}): {ma:.1f} against {mb:.1f} ({ma - mb:+.1f}; per seed {each})"
 
 
-def last_logged(out_dir: Path, names: Sequence[str]) -> dict[str, int]:
+def against_plain(
+    tagged: dict[str, Any], plain: dict[str, Any], tag: str, columns: Sequence[tuple[str, str]]
+) -> list[str]:
+    """Each variant run with the overrides of ``tag`` against its plain runs, paired by seed:
+    one :func:`paired_line` per ``(column key, title)``. Both are ``results_table`` variants."""
+    lines = []
+    for key in tagged:
+        if key not in plain:
+            continue
+        for column, title in columns:
+            line = paired_line(
+                tagged[key], plain[key], column, f"'{tag}' against plain {key}, {title}"
+            )
+            if line:
+                lines.append(line)
+    return lines
+
+
+def tracked_lines(done: Sequence[Run]) -> list[str]:
+    """For each run, when each of the :data:`TRACKED_SCALARS` it logged stopped being logged."""
+    lines = []
+    for run in sorted(done, key=lambda r: (r.variant.key, r.seed)):
+        for name, event in TRACKED_SCALARS.items():
+            last = run.last_logged.get(name)
+            if last is not None:
+                lines.append(
+                    f"{run.variant.key} seed {run.seed}: {event} at iteration {last} (the last one "
+                    f"that logged {name}; at the last iteration of training it may never have)"
+                )
+    return lines
+
+
+def last_logged(out_dir: Path, names: Iterable[str]) -> dict[str, int]:
     """The last iteration at which each of ``names`` appears in the run's ``metrics.json``
     (names never logged are left out)."""
     path = Path(out_dir) / "metrics.json"
