@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if summary["variants"]:
         plot(summary["variants"], out / f"{stem}.png")
     verdicts = _verdicts(summary["variants"])
-    if args.tag:
+    if args.tag and not args.quick:  # a quick check has nothing to be compared with
         plain = run_grid(grid, out / "ablation_runs", (VAL, TRAIN), (), args.jobs, train=False)
         _, plain_summary = results_table(chosen, plain, COLUMNS)
         verdicts += against_plain(
