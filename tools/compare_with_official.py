@@ -32,6 +32,7 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import sys
 import types
 from pathlib import Path
@@ -45,7 +46,11 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
 
-from convert_bmp_official import official_to_bmp_d2, strip_module_prefix  # noqa: E402
+from convert_bmp_official import (  # noqa: E402
+    OUR_UNUSED,
+    official_to_bmp_d2,
+    strip_module_prefix,
+)
 
 from bmp.config import load_config  # noqa: E402
 from bmp.data.image_io import read_image_rgb  # noqa: E402
@@ -186,11 +191,8 @@ def build_ours(theirs: nn.Module, config: str, tta: bool) -> nn.Module:
     model = build_model(cfg)
     converted, _ = official_to_bmp_d2(theirs.state_dict())
     result = model.load_state_dict(converted, strict=False)
-    missing = [
-        k
-        for k in result.missing_keys
-        if k not in ("pixel_mean", "pixel_std", "criterion.s2c_open", "criterion.s2c_agreement")
-    ]
+    # Our buffers that their checkpoints have no counterpart for, as the converter lists them.
+    missing = [k for k in result.missing_keys if not any(re.fullmatch(p, k) for p in OUR_UNUSED)]
     if missing or result.unexpected_keys:
         raise SystemExit(
             f"error: weights do not fit {config}: missing {missing}, unexpected "
