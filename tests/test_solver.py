@@ -113,14 +113,34 @@ def test_frozen_norm_does_not_move_after_steps():
     assert not torch.equal(model.backbone[0].weight, w_before)
 
 
-def test_multiplier_values():
+def test_multiplier_values_follow_the_authors_warmup_then_poly():
     m = build_warmup_poly_multiplier(100, 10, 1e-6, 1.0)
     assert m(0.0) == pytest.approx(1e-6)
-    assert m(0.05) == pytest.approx(0.5 * (1e-6 + 0.9))  # half-way through warm-up
-    assert m(0.10) == pytest.approx(0.9)  # end of warm-up lands on the poly curve
+    assert m(0.05) == pytest.approx(0.5 * (1e-6 + 1.0))  # half-way through warm-up
+    assert m(0.09) == pytest.approx(1e-6 + (1 - 1e-6) * 0.9)  # last warm-up iteration
+    assert m(0.10) == pytest.approx(0.9)  # then the poly curve of the global iteration
     assert m(0.50) == pytest.approx(0.5)
     assert m(0.99) == pytest.approx(0.01)
     assert build_warmup_poly_multiplier(100, 0, 1e-6, 2.0)(0.5) == pytest.approx(0.25)
+    assert build_warmup_poly_multiplier(100, 10, 0.1, 1.0, "constant")(0.05) == 0.1
+
+
+def test_multiplier_equals_the_authors_expressions_bit_for_bit():
+    """Their PolyWarmupAdamW at global step t (warm-up 1500, 20000 iterations, ratio 1e-6)."""
+    m = build_warmup_poly_multiplier(20000, 1500, 1e-6, 1.0)
+    for t in (0, 1, 750, 1499):
+        assert m(t / 20000) == 1 - (1 - t / 1500) * (1 - 1e-6)
+    for t in (1500, 1501, 10000, 19999):
+        assert m(t / 20000) == (1 - t / 20000) ** 1.0
+    assert m(1499 / 20000) > 0.999 and m(1500 / 20000) == 0.925  # the step down
+
+
+def test_continuous_shape_is_detectron2s_warmup_onto_the_poly_curve():
+    m = build_warmup_poly_multiplier(100, 10, 1e-6, 1.0, shape="continuous")
+    assert m(0.05) == pytest.approx(0.5 * (1e-6 + 0.9))
+    assert m(0.10) == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="WARMUP_SHAPE"):
+        build_warmup_poly_multiplier(100, 10, 1e-6, 1.0, shape="cosine")
 
 
 def test_scheduler_keeps_group_ratios_through_training():
@@ -175,3 +195,39 @@ def test_other_scheduler_names_go_to_detectron2():
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.5 * cfg.SOLVER.BASE_LR)
+
+
+def _step_with_grads(cfg, grads):
+    model = _TinyBMP()
+    opt = build_bmp_optimizer(cfg, model)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for p, value in zip(params, grads):
+        p.grad = torch.full_like(p, value)
+    opt.step()
+    return params
+
+
+@pytest.mark.parametrize("clip_type", ["value", "norm", "full_model"])
+def test_clip_gradients_is_honoured(clip_type):
+    cfg = _cfg()
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = clip_type
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.5
+    params = _step_with_grads(cfg, [3.0] * 100)
+    grads = torch.cat([p.grad.flatten() for p in params])
+    if clip_type == "value":
+        assert grads.abs().max() == pytest.approx(0.5)
+    elif clip_type == "norm":  # each parameter's own norm
+        assert max(float(p.grad.norm()) for p in params) == pytest.approx(0.5, rel=1e-4)
+    else:  # the norm of all gradients together
+        assert float(grads.norm()) == pytest.approx(0.5, rel=1e-4)
+
+
+def test_clip_gradients_off_leaves_gradients_and_a_wrong_type_is_refused():
+    params = _step_with_grads(_cfg(), [3.0] * 100)
+    assert all(float(p.grad.abs().max()) == 3.0 for p in params)
+    cfg = _cfg()
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "global"
+    with pytest.raises(ValueError, match="SOLVER.CLIP_GRADIENTS.CLIP_TYPE='global'"):
+        build_bmp_optimizer(cfg, _TinyBMP())

@@ -28,13 +28,11 @@ outputs, and the share of equal pixels (ignored pixels included) for the label m
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
+import itertools
 import json
 import os
 import re
 import sys
-import types
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -46,11 +44,14 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
 
-from convert_bmp_official import (  # noqa: E402
-    OUR_UNUSED,
-    official_to_bmp_d2,
-    strip_module_prefix,
+from compare_training_step import (  # noqa: E402
+    STEP_ITERATIONS,
+    exact_colours,
+    lr_rows,
+    step_row,
 )
+from convert_bmp_official import OUR_UNUSED, official_to_bmp_d2  # noqa: E402
+from official_harness import build_their_model, import_official  # noqa: E402
 
 from bmp.config import load_config  # noqa: E402
 from bmp.data.image_io import read_image_rgb  # noqa: E402
@@ -61,118 +62,11 @@ DEFAULT_STEMS = ("000000000139", "000000192699")
 IGNORE = 255
 
 
-# ----------------------------------------------------------------------------- their code
-
-
-class _ConvModuleStandIn(nn.Module):
-    """conv (no bias) -> BatchNorm2d -> ReLU, with mmcv's parameter names ``conv`` and ``bn``."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, **_: object):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels)
-        self.activate = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.activate(self.bn(self.conv(x)))
-
-
-def _refuse(*_: object, **__: object) -> None:
-    raise RuntimeError("pydensecrf stand-in: the CRF is not part of this comparison")
-
-
-def _install_stand_ins() -> list[str]:
-    """Register modules their code imports but this comparison does not need."""
-    installed = []
-
-    def missing(name: str) -> bool:
-        try:
-            return importlib.util.find_spec(name) is None
-        except (ImportError, ValueError):
-            return True
-
-    if missing("mmcv"):
-        mmcv = types.ModuleType("mmcv")
-        cnn = types.ModuleType("mmcv.cnn")
-        cnn.ConvModule = _ConvModuleStandIn
-        mmcv.cnn = cnn
-        sys.modules.update({"mmcv": mmcv, "mmcv.cnn": cnn})
-        installed.append("mmcv.cnn.ConvModule")
-    if missing("pydensecrf"):
-        root = types.ModuleType("pydensecrf")
-        dense = types.ModuleType("pydensecrf.densecrf")
-        utils = types.ModuleType("pydensecrf.utils")
-        dense.DenseCRF2D = _refuse
-        utils.unary_from_softmax = utils.unary_from_labels = _refuse
-        root.densecrf, root.utils = dense, utils
-        sys.modules.update(
-            {"pydensecrf": root, "pydensecrf.densecrf": dense, "pydensecrf.utils": utils}
-        )
-        installed.append("pydensecrf")
-    if missing("imageio"):
-        imageio = types.ModuleType("imageio")
-        imageio.imread = imageio.imsave = _refuse
-        sys.modules["imageio"] = imageio
-        installed.append("imageio")
-    return installed
-
-
-def import_official(path: Path) -> SimpleNamespace:
-    """Import their model, PAR and label functions from a checkout at ``path``."""
-    if not (path / "libs" / "model.py").is_file() or not (path / "utils" / "camutils.py").is_file():
-        raise SystemExit(
-            f"error: {path} does not look like a BMP-WSSS checkout (no libs/model.py or "
-            "utils/camutils.py); pass the repository root with --official"
-        )
-    stand_ins = _install_stand_ins()
-    for name in list(sys.modules):  # a different 'utils' or 'libs' package must not shadow theirs
-        if name in ("libs", "utils") or name.startswith(("libs.", "utils.")):
-            del sys.modules[name]
-    sys.path.insert(0, str(path))
-    try:
-        model = importlib.import_module("libs.model")
-        par = importlib.import_module("libs.PAR")
-        camutils = importlib.import_module("utils.camutils")
-        imutils = importlib.import_module("utils.imutils")
-        spec = importlib.util.spec_from_file_location(
-            "_bmp_official_transforms", path / "datasets" / "transforms.py"
-        )
-        transforms = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(transforms)
-    finally:
-        sys.path.remove(str(path))
-    return SimpleNamespace(
-        model=model,
-        par=par,
-        camutils=camutils,
-        imutils=imutils,
-        transforms=transforms,
-        stand_ins=stand_ins,
-    )
-
-
 # ------------------------------------------------------------------------------- the models
 
 
 def build_theirs(official: SimpleNamespace, checkpoint: str | None, seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    model = official.model.BMP(
-        "mit_b1", num_classes=21, embedding_dim=256, stride=[4, 2, 2, 1], pooling="gmp"
-    )
-    if checkpoint:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-            state = state["model"]
-        model.load_state_dict(strip_module_prefix(state), strict=True)
-    else:
-        # Random weights, but BatchNorm statistics that are not the identity, so the decoder's
-        # BatchNorm conversion is exercised too.
-        gen = torch.Generator().manual_seed(seed)
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-    return model.eval()
+    return build_their_model(official, seed, checkpoint).eval()
 
 
 def build_ours(theirs: nn.Module, config: str, tta: bool) -> nn.Module:
@@ -379,7 +273,26 @@ def main(argv: list[str] | None = None) -> int:
         "--coco-mini", type=Path, default=Path(os.environ.get("BMP_COCO_MINI", DEFAULT_COCO_MINI))
     )
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument(
+        "--training-step",
+        action="store_true",
+        help="compare one training step (their train_voc.py loop body vs our run_step) instead",
+    )
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        nargs="*",
+        default=list(STEP_ITERATIONS),
+        help="with --training-step: the iterations to run a step at",
+    )
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="with --training-step: config overrides for ours"
+    )
     args = parser.parse_args(argv)
+    if args.training_step:
+        return training_step_main(args)
+    if args.opts:
+        raise SystemExit("error: config overrides are only taken with --training-step")
 
     torch.set_grad_enabled(False)
     official = import_official(args.official.resolve())
@@ -407,6 +320,85 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0
+
+
+def training_step_main(args: argparse.Namespace) -> int:
+    """Both sides' training step on each case (the photos as one batch), then the LR table."""
+    if args.checkpoint:
+        raise SystemExit("error: --training-step starts from random weights (--seed) only")
+    official = import_official(args.official.resolve())
+    if official.stand_ins:
+        print(f"stand-ins for modules missing here: {', '.join(official.stand_ins)}")
+    photos = load_photos(args.images, args.labels, args.coco_mini)
+    print(
+        f"weights: random (seed {args.seed}); config {args.config} {' '.join(args.opts)}; "
+        f"crop {args.size}; batch {len(photos)} ({', '.join(p[0] for p in photos)}); "
+        "dropout and drop-path off on both sides"
+    )
+    rows = []
+    labels = [ids for _, _, ids in photos]
+    for colours, padded in itertools.product(("as is", "exact"), (False, True)):
+        cases = [make_case(image, args.size, padded) for _, image, _ in photos]
+        crops, boxes = [c for c, _ in cases], [b for _, b in cases]
+        if colours == "exact":
+            crops = [exact_colours(official, c) for c in crops]
+        for it in args.iterations:
+            row = step_row(official, args.config, args.opts, args.seed, crops, boxes, labels, it)
+            row["case"] = f"{'padded' if padded else 'unpadded'}, {colours}"
+            rows.append(row)
+            print(step_line(row), flush=True)
+    print_step_table(rows)
+    lrs = lr_rows(official, args.config, args.opts, args.seed)
+    print_lr_table(lrs)
+    if args.json:
+        args.json.write_text(json.dumps({"steps": rows, "lr": lrs}, indent=2) + "\n")
+    return 0
+
+
+def _fmt(value, spec: str) -> str:
+    return "off" if value is None else format(value, spec)
+
+
+def step_line(r: dict) -> str:
+    return (
+        f"| {r['case']} | {r['iteration']} | {r['total']:.1e} "
+        + " ".join(f"| {_fmt(r[f'loss_{t}'], '.1e')}" for t in ("cls", "c2s", "s2c", "aff"))
+        + f" | {_fmt(r['c2s_labels'], '.2f')}% {r['c2s_kind'] if r['c2s_labels'] else ''} "
+        f"| {_fmt(r['s2c_labels'], '.2f')}% | {_fmt(r['aff_labels'], '.2f')}% "
+        f"| {r['grad']:.1e} | {r['bn']:.1e} "
+        f"| {', '.join(f'{o}/{t}' for o, t in r['bn_tracked'].values())} |"
+    )
+
+
+def print_step_table(rows: list[dict]) -> None:
+    print(
+        "\n| case | iteration | total loss | cls | c2s | s2c | aff | c2s labels | s2c labels "
+        "| aff labels | gradients | BN buffers | BN batches (ours/theirs) |"
+    )
+    print("|---" * 14 + "|")
+    for r in rows:
+        print(step_line(r))
+    worst = max(rows, key=lambda r: r["grad"])
+    zeros = sorted({k for r in rows for k in r["grad_zero"]})
+    print(
+        "\nlosses, gradients, BN running mean/var: max |ours - theirs| / max |theirs| (worst "
+        f"gradient: {worst['grad_worst']} at {worst['iteration']}, {worst['case']}; left apart "
+        f"as zero on both sides, below 1e-6 of the largest gradient: {', '.join(zeros) or 'none'})"
+        "; labels: % of pixels (pairs, for affinity) equal; off: the term is not on at that "
+        "iteration on our side; colours 'exact': the crops snapped to the colours their uint8 "
+        "round trip keeps"
+    )
+
+
+def print_lr_table(rows: list[dict]) -> None:
+    print("\n| iteration | LR per group, theirs | LR per group, ours | equal |")
+    print("|---|---|---|---|")
+    for r in rows:
+        fmt = ", ".join
+        print(
+            f"| {r['iteration']} | {fmt(f'{v:.6g}' for v in r['theirs'])} "
+            f"| {fmt(f'{v:.6g}' for v in r['ours'])} | {'yes' if r['equal'] else 'NO'} |"
+        )
 
 
 if __name__ == "__main__":

@@ -164,7 +164,27 @@ def _fake_forward(calls):
     return forward
 
 
-def test_multiscale_logits_reuses_the_main_pass_and_batches_flips():
+def test_scale_one_is_one_pass_on_the_batch_and_its_flip_as_the_authors_run_it():
+    """Their multi_scale_cam_with_aff_mat_seg runs model(cat([x, x.flip(-1)])) at scale 1, so
+    train-mode BatchNorm normalises with the statistics of that 2B batch."""
+    x = torch.rand(2, 3, 16, 24)
+    seen = []
+
+    def forward(inputs, with_seg):
+        seen.append(inputs.clone())
+        cam = F.avg_pool2d(inputs[:, :1], 4)
+        return BranchOutputs(cam.amax((2, 3)), cam, None, None, tuple(inputs.shape[-2:]))
+
+    main = forward(x, False)
+    seen.clear()
+    out = multiscale_logits(forward, x, main, (1.0, 0.5), True, False, reuse_main=False)
+    assert torch.equal(seen[0], torch.cat([x, x.flip(-1)]))
+    assert seen[1].shape == (4, 3, 8, 12) and out.pass_sizes == [(16, 24), (8, 12)]
+    # The main pass is not reused: the scale-1 maps are the ones of the joint pass.
+    assert torch.equal(out.cams[0], F.avg_pool2d(seen[0][:, :1], 4))
+
+
+def test_multiscale_logits_can_reuse_the_main_pass_and_batches_flips():
     x = torch.rand(2, 3, 16, 24)
     calls = []
     forward = _fake_forward(calls)

@@ -58,8 +58,9 @@ def test_targets_follow_the_phase_and_equal_the_seeds():
     assert torch.equal(s2c_only["s2c"], expected)
 
     par_phase = labeller.training_targets(forward, batch, main, Phase(True, False, True, False))
-    assert calls == [(2, (32, 32)), (4, (16, 16))]  # flip at 1.0, then 0.5 with its flip
-    maps = labeller.maps(forward, batch, main, with_seg=True)
+    # [x, flip(x)] at 1.0 (the authors' batch), then 0.5 with its flip
+    assert calls == [(4, (32, 32)), (4, (16, 16))]
+    maps = labeller.maps(forward, batch, main, with_seg=True, reuse_main=False)
     along = Refinement(batch.images / 255, batch.valid, labeller.par)
     par = par_pseudo_labels(maps.cams, batch.cls_label, along)
     assert torch.equal(par_phase["c2s"], par)

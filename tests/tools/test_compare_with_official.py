@@ -10,6 +10,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 
 import compare_with_official as cmp  # noqa: E402
+import official_harness as harness  # noqa: E402
 
 
 def test_padded_case_is_black_outside_its_box():
@@ -26,7 +27,7 @@ def test_padded_case_is_black_outside_its_box():
 
 
 def test_conv_module_stand_in_has_their_parameter_names():
-    m = cmp._ConvModuleStandIn(8, 4, kernel_size=1, norm_cfg={"type": "SyncBN"})
+    m = harness._ConvModuleStandIn(8, 4, kernel_size=1, norm_cfg={"type": "SyncBN"})
     assert set(m.state_dict()) == {
         "conv.weight",
         "bn.weight",

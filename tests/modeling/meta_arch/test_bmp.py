@@ -73,17 +73,26 @@ def test_before_warmups_only_cls_loss_and_no_pseudo_label_work(tiny, train_input
     assert all(g is not None for g in grads)
 
 
-def test_passes_are_shared_and_labels_switch_to_bsp(tiny, train_inputs, train_step):
+def test_passes_are_the_authors_and_labels_switch_to_bsp(tiny, train_inputs, train_step):
     passes, used = [], []
     _count_passes(tiny, passes)
     _record_seeds(tiny, used)
-    train_step(tiny, train_inputs(), 2000)  # c2s, s2c, aff on; BSP not yet
-    # main pass (B), flip at scale 1.0 (B), scales 0.5 and 1.5 with their flips (2B each)
-    assert passes == [(2, 4, 4), (2, 4, 4), (4, 2, 2), (4, 6, 6)]
+    train_step(tiny, train_inputs(), 2001)  # c2s, s2c, aff on; BSP not yet
+    # main pass (B), then [x, flip(x)] at each scale 1.0, 0.5 and 1.5 (2B each)
+    assert passes == [(2, 4, 4), (4, 4, 4), (4, 2, 2), (4, 6, 6)]
     assert used == ["par"]
     passes.clear(), used.clear()
     train_step(tiny, train_inputs(), 4000)
     assert used == ["par", "bsp"] and len(passes) == 4
+
+
+def test_reusing_the_main_pass_is_an_option(make_model, train_inputs, train_step):
+    model = make_model(**{"MODEL.BMP.PSEUDO.REUSE_MAIN_PASS": True})
+    passes = []
+    _count_passes(model, passes)
+    train_step(model, train_inputs(), AFTER_WARMUPS)
+    # main pass (B) reused at scale 1.0, whose flip runs alone (B)
+    assert passes == [(2, 4, 4), (2, 4, 4), (4, 2, 2), (4, 6, 6)]
 
 
 def test_s2c_alone_needs_no_extra_pass(make_model, train_inputs, train_step):
@@ -113,12 +122,36 @@ def test_the_steps_are_named_for_the_profiler(tiny, train_inputs, train_step):
     assert expected <= names
 
 
-def test_pseudo_label_passes_leave_batchnorm_statistics_alone(tiny, train_inputs, train_step):
+def test_pseudo_label_passes_update_batchnorm_statistics_as_the_authors(
+    tiny, train_inputs, train_step
+):
+    """The training pass, then [x, flip x] at scales 1, 0.5, 1.5: four updates, in that order."""
     reference = copy.deepcopy(tiny)
     inputs = train_inputs()
-    reference.forward_branches(reference.preprocess(inputs).x, with_attention=True)
+    x = reference.preprocess(inputs).x
+    with torch.no_grad():
+        reference.forward_branches(x, with_attention=True)
+        for s in (1.0, 0.5, 1.5):
+            size = (int(x.shape[-2] * s), int(x.shape[-1] * s))
+            xs = (
+                x if s == 1.0 else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            )
+            reference.forward_branches(torch.cat([xs, xs.flip(-1)]))
     train_step(tiny, inputs, AFTER_WARMUPS)
     bn, ref_bn = tiny.sem_seg_head.linear_fuse.norm, reference.sem_seg_head.linear_fuse.norm
+    assert bn.num_batches_tracked.item() == 4
+    torch.testing.assert_close(bn.running_mean, ref_bn.running_mean)
+    torch.testing.assert_close(bn.running_var, ref_bn.running_var)
+    assert bn.num_batches_tracked.item() == ref_bn.num_batches_tracked.item()
+
+
+def test_frozen_batchnorm_statistics_are_an_option(make_model, train_inputs, train_step):
+    model = make_model(**{"MODEL.BMP.PSEUDO.FREEZE_BN_STATS": True})
+    reference = copy.deepcopy(model)
+    inputs = train_inputs()
+    reference.forward_branches(reference.preprocess(inputs).x, with_attention=True)
+    train_step(model, inputs, AFTER_WARMUPS)
+    bn, ref_bn = model.sem_seg_head.linear_fuse.norm, reference.sem_seg_head.linear_fuse.norm
     torch.testing.assert_close(bn.running_mean, ref_bn.running_mean)
     torch.testing.assert_close(bn.running_var, ref_bn.running_var)
     assert bn.num_batches_tracked.item() == ref_bn.num_batches_tracked.item()

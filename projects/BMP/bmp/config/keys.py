@@ -66,6 +66,14 @@ def _add_pseudo_label_config(cfg: CN) -> None:
     cfg.MODEL.BMP.PSEUDO = CN()
     cfg.MODEL.BMP.PSEUDO.SCALES = [1.0, 0.5, 1.5]
     cfg.MODEL.BMP.PSEUDO.FLIP = True
+    # Deviations from the authors' training step, off by default (both make a step cheaper):
+    # REUSE_MAIN_PASS: scale 1.0 reuses the training pass on x and runs flip(x) alone, instead of
+    # one pass on [x, flip(x)]; in train mode BatchNorm then normalises with other batches'
+    # statistics, which moves the segmentation maps by ~1e-2 and ~0.3 % of the BSP labels.
+    # FREEZE_BN_STATS: the multi-scale passes leave BatchNorm's running statistics alone; the
+    # authors' passes update them (three more updates per step, with the training pass's).
+    cfg.MODEL.BMP.PSEUDO.REUSE_MAIN_PASS = False
+    cfg.MODEL.BMP.PSEUDO.FREEZE_BN_STATS = False
     # Two-threshold rule on the PAR-refined CAM labels.
     cfg.MODEL.BMP.PSEUDO.BG_THRESH_HIGH = 0.55
     cfg.MODEL.BMP.PSEUDO.BG_THRESH_LOW = 0.35
@@ -93,15 +101,18 @@ def _add_pseudo_label_config(cfg: CN) -> None:
 
 
 def _add_loss_config(cfg: CN) -> None:
-    # Bidirectional supervision.
+    # Bidirectional supervision. START_ITER is the first (0-based) iteration a term is on. The
+    # authors' loop keeps cls alone while n_iter <= --warm_iter_c2s and adds s2c once n_iter >
+    # --warm_iter_s2c, so their --warm_iter_* W is START_ITER W + 1 here (2001 for their 2000);
+    # their BSP starts once n_iter >= --warm_iter_bsp, the same number here.
     cfg.MODEL.BMP.C2S = CN()
     cfg.MODEL.BMP.C2S.ENABLED = True
     cfg.MODEL.BMP.C2S.LOSS = "mlsm"  # per-pixel multi-label soft-margin (authors) or "ce"
-    cfg.MODEL.BMP.C2S.START_ITER = 2000
+    cfg.MODEL.BMP.C2S.START_ITER = 2001
     cfg.MODEL.BMP.S2C = CN()
     cfg.MODEL.BMP.S2C.ENABLED = True
     cfg.MODEL.BMP.S2C.LOSS = "ce"  # "ce" (authors) or "mlsm"
-    cfg.MODEL.BMP.S2C.START_ITER = 2000
+    cfg.MODEL.BMP.S2C.START_ITER = 2001
     cfg.MODEL.BMP.S2C.SIGMA_S = 0.75  # confidence threshold on the segmentation logits
     # Our extension, not the paper's (0 = off, the paper): s2c starts at START_ITER only once
     # the segmentation branch's argmax agrees with its own c2s labels on this share of a batch's
@@ -120,7 +131,7 @@ def _add_loss_config(cfg: CN) -> None:
     # Backbones without attention (ResNet, EfficientNet) need this switched off.
     cfg.MODEL.BMP.AFFINITY.ENABLED = True
     cfg.MODEL.BMP.AFFINITY.RADIUS = 8
-    cfg.MODEL.BMP.AFFINITY.START_ITER = 2000
+    cfg.MODEL.BMP.AFFINITY.START_ITER = 2001
 
     # Total = cls + LAMBDA_C2S * c2s + LAMBDA_S2C * s2c + LAMBDA_AFF * aff.
     cfg.MODEL.BMP.LAMBDA_C2S = 0.7
@@ -134,7 +145,9 @@ def _add_decoder_config(cfg: CN) -> None:
     cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES = ["mit1", "mit2", "mit3", "mit4"]
     cfg.MODEL.SEM_SEG_HEAD.EMBED_DIM = 256
     cfg.MODEL.SEM_SEG_HEAD.DROPOUT = 0.1
-    cfg.MODEL.SEM_SEG_HEAD.NORM = "SyncBN"  # SyncBN falls back to BN on one process
+    # "BN" normalises per process, as the authors' plain DDP does (batch 2 per GPU); "SyncBN"
+    # (a deviation) over all processes, and falls back to BN on one process.
+    cfg.MODEL.SEM_SEG_HEAD.NORM = "BN"
     # Derived: MODEL.BMP.NUM_CLASSES + 1 (see derive_keys); leave at -1.
     cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = -1
     # The label value that no loss and no metric counts, in every pseudo label the model builds.
@@ -220,6 +233,11 @@ def _add_solver_config(cfg: CN) -> None:
     cfg.SOLVER.WARMUP_ITERS = 1500
     cfg.SOLVER.WARMUP_FACTOR = 1e-6
     cfg.SOLVER.WARMUP_METHOD = "linear"
+    # "authors": the warm-up ramps to the full LR and the poly decay then starts from the global
+    # iteration, a step down at WARMUP_ITERS (1.0 -> 0.925 at 1500 of 20000), as their
+    # PolyWarmupAdamW does. "continuous" (a deviation): detectron2's warm-up, which ramps to the
+    # poly curve, so every warm-up iteration runs at (1 - WARMUP_ITERS / MAX_ITER) x their LR.
+    cfg.SOLVER.WARMUP_SHAPE = "authors"
     cfg.SOLVER.MAX_ITER = 20000
     cfg.SOLVER.IMS_PER_BATCH = 4
     cfg.SOLVER.CHECKPOINT_PERIOD = 2000

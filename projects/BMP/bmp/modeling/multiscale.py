@@ -208,21 +208,29 @@ def multiscale_logits(
     flip: bool,
     with_seg: bool,
     resize_by_factor: bool = False,
+    reuse_main: bool = True,
 ) -> MultiScaleLogits:
     """Run ``forward(images, with_seg)`` on every scale (and flip) of the normalised batch ``x``.
 
-    Scale 1.0 reuses ``main``, the pass already made on ``x``, so only its flip is computed; every
-    other scale is ONE forward of the rescaled batch and its flip. Rescaled inputs are
-    ``int(s * h)`` by size (the authors' training code), or use ``scale_factor=s`` with
-    ``resize_by_factor`` (their test code: bilinear sampling then uses ``s`` itself, which differs
-    slightly when ``s * h`` is not an integer). The caller decides about gradients.
+    Every scale is ONE forward of the (rescaled) batch and its flip, as the authors run it. With
+    ``reuse_main``, scale 1.0 instead reuses ``main``, the pass already made on ``x``, and runs
+    the flip alone: the same maps in eval mode, but in train mode BatchNorm then normalises with
+    the statistics of other batches (``x`` alone, ``flip(x)`` alone) than the authors' ``[x,
+    flip(x)]``, which moves training labels (see ``MODEL.BMP.PSEUDO.REUSE_MAIN_PASS``).
+
+    Rescaled inputs are ``int(s * h)`` by size (the authors' training code), or use
+    ``scale_factor=s`` with ``resize_by_factor`` (their test code: bilinear sampling then uses
+    ``s`` itself, which differs slightly when ``s * h`` is not an integer). The caller decides
+    about gradients.
     """
     cams: list[Tensor] = []
     segs: list[Tensor] = []
     sizes: list[tuple[int, int]] = []
     for s in scales:
         with record_function(f"bmp.multiscale.scale_{s:g}"):
-            cam, seg, size = _one_scale(forward, x, main, s, flip, with_seg, resize_by_factor)
+            cam, seg, size = _one_scale(
+                forward, x, main if reuse_main else None, s, flip, with_seg, resize_by_factor
+            )
         sizes.append(size)
         cams.append(cam.float())
         if with_seg:
@@ -233,14 +241,14 @@ def multiscale_logits(
 def _one_scale(
     forward: Callable[[Tensor, bool], BranchOutputs],
     x: Tensor,
-    main: BranchOutputs,
+    main: BranchOutputs | None,
     s: float,
     flip: bool,
     with_seg: bool,
     resize_by_factor: bool,
 ) -> tuple[Tensor, Tensor | None, tuple[int, int]]:
     h, w = x.shape[-2:]
-    if s == 1.0:
+    if s == 1.0 and main is not None:
         cam = main.cam_logits.detach()
         seg = main.seg_logits.detach() if with_seg else None
         if flip:
@@ -248,7 +256,9 @@ def _one_scale(
             cam = torch.cat([cam, out.cam_logits])
             seg = torch.cat([seg, out.seg_logits]) if with_seg else None
         return cam, seg, (int(h), int(w))
-    if resize_by_factor:
+    if s == 1.0:
+        xs = x
+    elif resize_by_factor:
         xs = F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
     else:
         size = (int(h * s), int(w * s))

@@ -84,6 +84,7 @@ class PseudoLabeller(nn.Module):
         scales: tuple[float, ...] = (1.0, 0.5, 1.5),
         flip: bool = True,
         thresholds: LabelThresholds = LabelThresholds(),
+        reuse_main_pass: bool = False,
     ) -> None:
         super().__init__()
         if not scales:
@@ -92,6 +93,7 @@ class PseudoLabeller(nn.Module):
         self.scales = tuple(float(s) for s in scales)
         self.flip = flip
         self.thresholds = thresholds
+        self.reuse_main_pass = reuse_main_pass
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> dict:
@@ -111,13 +113,35 @@ class PseudoLabeller(nn.Module):
             bmp.PAR.NORMALIZE,
         )  # fmt: skip
         scales, flip = tuple(bmp.PSEUDO.SCALES), bmp.PSEUDO.FLIP
-        return {"par": par, "scales": scales, "flip": flip, "thresholds": thresholds}
+        return {
+            "par": par,
+            "scales": scales,
+            "flip": flip,
+            "thresholds": thresholds,
+            "reuse_main_pass": bmp.PSEUDO.REUSE_MAIN_PASS,
+        }
+
+    @property
+    def _reuse_main(self) -> bool:
+        """Reuse the main pass at scale 1.0: always in eval mode (BatchNorm then uses running
+        statistics, so the maps are the same), in train mode only as the configured deviation."""
+        return self.reuse_main_pass or not self.training
 
     def maps(
-        self, forward: Forward, batch: Batch, main: BranchOutputs, with_seg: bool
+        self,
+        forward: Forward,
+        batch: Batch,
+        main: BranchOutputs,
+        with_seg: bool,
+        reuse_main: bool = True,
     ) -> FusedMaps:
-        """Fused multi-scale + flip maps of ``batch``; ``main`` is the pass already made on it."""
-        passes = multiscale_logits(forward, batch.x, main, self.scales, self.flip, with_seg)
+        """Fused multi-scale + flip maps of ``batch``; ``main`` is the pass already made on it.
+
+        ``reuse_main`` lets scale 1.0 take ``main`` instead of a pass on ``[x, flip(x)]``: exact
+        in eval mode, a deviation in train mode (:func:`multiscale_logits`)."""
+        passes = multiscale_logits(
+            forward, batch.x, main, self.scales, self.flip, with_seg, reuse_main=reuse_main
+        )
         segs = passes.fused_segs(batch.size, self.flip) if with_seg else None
         return FusedMaps(passes.fused_cams(batch.size, self.flip), segs)
 
@@ -162,7 +186,7 @@ class PseudoLabeller(nn.Module):
         targets: dict[str, Tensor] = {}
         if phase.needs_maps:
             maps, cache, labels = (
-                self.maps(forward, batch, main, phase.needs_bsp),
+                self.maps(forward, batch, main, phase.needs_bsp, self._reuse_main),
                 {},
                 batch.cls_label,
             )
@@ -194,5 +218,5 @@ class PseudoLabeller(nn.Module):
         self, forward: Forward, batch: Batch, main: BranchOutputs, presence: Tensor
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Normalised multi-scale CAMs and every kind of seed, for classes ``presence`` (B, K)."""
-        maps, cache = self.maps(forward, batch, main, with_seg=True), {}
+        maps, cache = self.maps(forward, batch, main, True, self._reuse_main), {}
         return maps.cams, {k: self.seed(k, maps, presence, batch, cache) for k in SEED_KINDS}

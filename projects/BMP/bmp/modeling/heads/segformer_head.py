@@ -42,7 +42,7 @@ class SegFormerHead(nn.Module):
         num_classes: int,
         embed_dim: int = 256,
         dropout: float = 0.1,
-        norm: str = "SyncBN",
+        norm: str = "BN",
     ) -> None:
         super().__init__()
         if not input_shape:

@@ -81,6 +81,7 @@ class BMP(nn.Module):
         interaction: bool = True,
         extra_outputs: bool = False,
         seed_use_gt_labels: bool = False,
+        freeze_bn_stats: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -96,6 +97,7 @@ class BMP(nn.Module):
         self.interaction = interaction
         self.extra_outputs = extra_outputs
         self.seed_use_gt_labels = seed_use_gt_labels
+        self.freeze_bn_stats = freeze_bn_stats
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> dict:
@@ -126,6 +128,7 @@ class BMP(nn.Module):
             "interaction": bmp.INTERACTION.ENABLED,
             "extra_outputs": cfg.TEST.BMP.EXTRA_OUTPUTS,
             "seed_use_gt_labels": cfg.TEST.BMP.SEED_USE_GT_LABELS,
+            "freeze_bn_stats": bmp.PSEUDO.FREEZE_BN_STATS,
         }
 
     @property
@@ -188,9 +191,16 @@ class BMP(nn.Module):
         )
 
     def extra_pass(self, x: Tensor, with_seg: bool) -> BranchOutputs:
-        """A no-grad pass that leaves BatchNorm statistics alone (for multi-scale passes)."""
-        with torch.no_grad(), frozen_bn_stats(self):
-            return self.forward_branches(x, with_seg=with_seg)
+        """A no-grad pass for the multi-scale maps.
+
+        In train mode it updates BatchNorm's running statistics, as the authors' passes do, unless
+        ``freeze_bn_stats`` (``MODEL.BMP.PSEUDO.FREEZE_BN_STATS``, a deviation) leaves them alone.
+        """
+        with torch.no_grad():
+            if not self.freeze_bn_stats:
+                return self.forward_branches(x, with_seg=with_seg)
+            with frozen_bn_stats(self):
+                return self.forward_branches(x, with_seg=with_seg)
 
     # ------------------------------------------------------------------------------ forward
 
