@@ -58,7 +58,17 @@ def scale_range(scale: float) -> str:
 # ----------------------------------------------------------------------------- worker process
 
 
-def _build(spec: dict[str, Any], training: bool):
+# The cheaper training step the authors' code does not take (see MODEL.BMP.PSEUDO in keys.py):
+# scale 1.0 reuses the training pass, and the multi-scale passes leave BatchNorm statistics alone.
+DEVIATIONS = [
+    "MODEL.BMP.PSEUDO.REUSE_MAIN_PASS",
+    "True",
+    "MODEL.BMP.PSEUDO.FREEZE_BN_STATS",
+    "True",
+]
+
+
+def _build(spec: dict[str, Any], training: bool, extra_opts: list[str] = ()):
     """The config, the model in train or eval mode, and whether float16 autocast applies."""
     import torch
     from detectron2.modeling import build_model
@@ -67,6 +77,7 @@ def _build(spec: dict[str, Any], training: bool):
 
     opts = ["MODEL.DEVICE", spec["device"], "MODEL.SEM_SEG_HEAD.NORM", "BN"]
     opts += ["TEST.BMP.EXTRA_OUTPUTS", "False"]  # plain predictions: no CAMs and seeds
+    opts += list(extra_opts)
     cfg = load_config(str(REPO / spec["config"]), opts)
     torch.manual_seed(0)
     model = build_model(cfg).train(training)
@@ -196,11 +207,35 @@ def worker_train(spec: dict[str, Any]) -> dict[str, Any]:
     times, clock = _range_seconds(prof, names, device)
     result: dict[str, Any] = {name: median(v) if v else 0.0 for name, v in times.items()}
     result.update(scales=scales, clock=clock, max_iter=cfg.SOLVER.MAX_ITER, **_peak_memory(device))
+    if spec.get("deviations"):
+        result.update(_versus_deviations(spec, model, batches[0], amp, max(2, spec["iters"])))
     if spec.get("naive"):
         model.eval()  # same batch and weights for both versions; no dropout, so labels must agree
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
             result.update(_versus_naive(model, batches[0], max(2, spec["iters"])))
     return result
+
+
+def _versus_deviations(spec, model, inputs: list[dict], amp: bool, repeats: int) -> dict:
+    """The faithful training step against the one with :data:`DEVIATIONS` on: same weights and
+    batch, forward + backward past the warm-ups, timed alternately (fastest repeat of each)."""
+    import torch
+    from detectron2.utils.events import EventStorage
+
+    _, cheap, _ = _build(spec, training=True, extra_opts=DEVIATIONS)
+    cheap.load_state_dict(model.state_dict())
+    inputs = [{k: v.to(model.device) for k, v in d.items()} for d in inputs]
+
+    def step(net) -> None:
+        with torch.autocast(model.device.type, dtype=torch.float16, enabled=amp):
+            losses = net(inputs)
+        sum(losses.values()).backward()
+        net.zero_grad(set_to_none=True)
+
+    with EventStorage(start_iter=PAST_WARMUPS):
+        t = _interleaved({"faithful": lambda: step(model), "cheap": lambda: step(cheap)},
+                         model.device, repeats)  # fmt: skip
+    return {"step_faithful": t["faithful"], "step_deviations": t["cheap"]}
 
 
 def _versus_naive(model, inputs: list[dict], repeats: int) -> dict[str, float]:
@@ -331,7 +366,7 @@ def _train_section(args: argparse.Namespace, base: dict[str, Any], report: dict)
     """Training step per crop: the profiled split, and batched vs naive pseudo labels."""
     split, versus = [], []
     for crop in args.crops:
-        r = _spawn("train", dict(base, crop=crop, naive=True), args.threads)
+        r = _spawn("train", dict(base, crop=crop, naive=True, deviations=True), args.threads)
         report["train"][crop] = r
         split.append(_split_row(crop, r))
         versus.append(
@@ -342,6 +377,8 @@ def _train_section(args: argparse.Namespace, base: dict[str, Any], report: dict)
                 f"{100 * r['labels_agree_par']:.2f}% / {100 * r['labels_agree_bsp']:.2f}%",
                 f"{r['par_bsp_shared_affinity']:.2f} vs {r['par_bsp_separate_affinity']:.2f}",
                 f"{r['par_bsp_separate_affinity'] / r['par_bsp_shared_affinity']:.2f}x",
+                f"{r['step_faithful']:.2f} vs {r['step_deviations']:.2f}",
+                f"{r['step_faithful'] / r['step_deviations']:.2f}x",
             ]
         )
         print(f"  crop {crop}: {r[STEP]:.2f} s/it ({r['clock']})", flush=True)
@@ -359,6 +396,8 @@ def _train_section(args: argparse.Namespace, base: dict[str, Any], report: dict)
             "labels agree (PAR / BSP)",
             "PAR + BSP labels, shared vs separate colour affinity (s)",
             "speed-up",
+            "step, faithful vs deviations (s)",
+            "cost of the faithful step",
         ],
         versus,
     )
@@ -448,7 +487,10 @@ def main() -> None:
         f"({report['train'][args.crops[0]]['clock']}); the iteration count is the config's "
         "SOLVER.MAX_ITER, training steps only. Batched vs naive (per-image loops, one forward per "
         "flip and scale, stacked-neighbour PAR; benchmarks/naive_reference.py): same process, same "
-        "weights and inputs, eval mode, timed alternately, fastest repeat of each."
+        "weights and inputs, eval mode, timed alternately, fastest repeat of each. Faithful vs "
+        "deviations: the default training step (the authors') against the one with "
+        "`MODEL.BMP.PSEUDO.REUSE_MAIN_PASS` and `FREEZE_BN_STATS` on, forward + backward, timed "
+        "alternately in one process."
     )
     md = [f"# {title}", "", intro, "", f"## Training step (batch {args.batch}), seconds", ""]
     md += train + ["", f"## Inference at {args.infer_side}x{args.infer_side}, images/s", ""]

@@ -285,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         default=list(STEP_ITERATIONS),
         help="with --training-step: the iterations to run a step at",
     )
+    parser.add_argument("--report", type=Path, help="with --training-step: write a markdown report")
     parser.add_argument(
         "opts", nargs=argparse.REMAINDER, help="with --training-step: config overrides for ours"
     )
@@ -322,6 +323,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _machine() -> str:
+    import platform
+
+    cpu = platform.processor() or "CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
 def training_step_main(args: argparse.Namespace) -> int:
     """Both sides' training step on each case (the photos as one batch), then the LR table."""
     if args.checkpoint:
@@ -330,11 +345,13 @@ def training_step_main(args: argparse.Namespace) -> int:
     if official.stand_ins:
         print(f"stand-ins for modules missing here: {', '.join(official.stand_ins)}")
     photos = load_photos(args.images, args.labels, args.coco_mini)
-    print(
-        f"weights: random (seed {args.seed}); config {args.config} {' '.join(args.opts)}; "
+    config = os.path.relpath(args.config, REPO)
+    header = (
+        f"random weights (seed {args.seed}); config {config} {' '.join(args.opts)}; "
         f"crop {args.size}; batch {len(photos)} ({', '.join(p[0] for p in photos)}); "
         "dropout and drop-path off on both sides"
     )
+    print(header)
     rows = []
     labels = [ids for _, _, ids in photos]
     for colours, padded in itertools.product(("as is", "exact"), (False, True)):
@@ -347,9 +364,19 @@ def training_step_main(args: argparse.Namespace) -> int:
             row["case"] = f"{'padded' if padded else 'unpadded'}, {colours}"
             rows.append(row)
             print(step_line(row), flush=True)
-    print_step_table(rows)
     lrs = lr_rows(official, args.config, args.opts, args.seed)
-    print_lr_table(lrs)
+    lines = ["", *step_table(rows), "", *lr_table(lrs)]
+    print("\n".join(lines))
+    if args.report:
+        command = "python tools/compare_with_official.py " + " ".join(
+            a if a != str(args.official) else "/path/to/BMP-WSSS" for a in sys.argv[1:]
+        )
+        head = [
+            "# One training step, BMP-D2 vs the authors' train_voc.py",
+            "",
+            f"`{command}` (BMP-WSSS at 36bbfee; {header}; {_machine()}).",
+        ]
+        args.report.write_text("\n".join(head + lines) + "\n")
     if args.json:
         args.json.write_text(json.dumps({"steps": rows, "lr": lrs}, indent=2) + "\n")
     return 0
@@ -370,35 +397,39 @@ def step_line(r: dict) -> str:
     )
 
 
-def print_step_table(rows: list[dict]) -> None:
-    print(
-        "\n| case | iteration | total loss | cls | c2s | s2c | aff | c2s labels | s2c labels "
-        "| aff labels | gradients | BN buffers | BN batches (ours/theirs) |"
-    )
-    print("|---" * 14 + "|")
-    for r in rows:
-        print(step_line(r))
+def step_table(rows: list[dict]) -> list[str]:
+    lines = [
+        "| case | iteration | total loss | cls | c2s | s2c | aff | c2s labels | s2c labels "
+        "| aff labels | gradients | BN buffers | BN batches (ours/theirs) |",
+        "|---" * 13 + "|",
+    ]
+    lines += [step_line(r) for r in rows]
     worst = max(rows, key=lambda r: r["grad"])
     zeros = sorted({k for r in rows for k in r["grad_zero"]})
-    print(
-        "\nlosses, gradients, BN running mean/var: max |ours - theirs| / max |theirs| (worst "
-        f"gradient: {worst['grad_worst']} at {worst['iteration']}, {worst['case']}; left apart "
-        f"as zero on both sides, below 1e-6 of the largest gradient: {', '.join(zeros) or 'none'})"
-        "; labels: % of pixels (pairs, for affinity) equal; off: the term is not on at that "
-        "iteration on our side; colours 'exact': the crops snapped to the colours their uint8 "
-        "round trip keeps"
-    )
+    lines += [
+        "",
+        "Losses, gradients, BN running mean/var: max |ours - theirs| / max |theirs| (worst "
+        f"gradient: `{worst['grad_worst']}` at {worst['iteration']}, {worst['case']}; left apart "
+        "as zero on both sides, below 1e-6 of the largest gradient: "
+        f"{', '.join(f'`{z}`' for z in zeros) or 'none'}). Labels: % of pixels (pairs, for "
+        "affinity) equal. off: the term is not on at that iteration on our side. Colours "
+        "'exact': the crops snapped to the colours their uint8 round trip keeps.",
+    ]
+    return lines
 
 
-def print_lr_table(rows: list[dict]) -> None:
-    print("\n| iteration | LR per group, theirs | LR per group, ours | equal |")
-    print("|---|---|---|---|")
+def lr_table(rows: list[dict]) -> list[str]:
+    lines = [
+        "| iteration | LR per group, theirs | LR per group, ours | equal |",
+        "|---|---|---|---|",
+    ]
     for r in rows:
         fmt = ", ".join
-        print(
+        lines.append(
             f"| {r['iteration']} | {fmt(f'{v:.6g}' for v in r['theirs'])} "
             f"| {fmt(f'{v:.6g}' for v in r['ours'])} | {'yes' if r['equal'] else 'NO'} |"
         )
+    return lines
 
 
 if __name__ == "__main__":

@@ -97,3 +97,15 @@ def test_bad_requests_are_errors():
         labeller.seed("crf", maps, batch.cls_label, batch)
     with pytest.raises(ValueError, match="SCALES"):
         PseudoLabeller(par=PAR(), scales=())
+
+
+def test_all_passes_run_the_authors_passes_where_no_label_needs_them():
+    labeller, batch, calls = _labeller(), _batch(), []
+    forward = _forward(calls)
+    main = forward(batch.x, True)
+    calls.clear()
+    warmup = Phase(False, False, False, False)
+    assert labeller.training_targets(forward, batch, main, warmup, all_passes=True) == {}
+    assert calls == [(4, (32, 32)), (4, (16, 16))]
+    calls.clear()
+    assert labeller.training_targets(forward, batch, main, warmup) == {} and calls == []

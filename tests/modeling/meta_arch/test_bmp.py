@@ -60,26 +60,50 @@ def test_ignore_ratio_is_not_logged_without_real_pixels(tiny, train_inputs, trai
     assert losses["loss_c2s"].item() == 0.0 and torch.isfinite(losses["loss_aff"])
 
 
-def test_before_warmups_only_cls_loss_and_no_pseudo_label_work(tiny, train_inputs, train_step):
+def test_before_warmups_only_cls_loss_and_passes_for_batchnorm_alone(
+    tiny, train_inputs, train_step
+):
     passes, used = [], []
     _count_passes(tiny, passes)
     _record_seeds(tiny, used)
+    bn = tiny.sem_seg_head.linear_fuse.norm
     losses, _ = train_step(tiny, train_inputs(), 0)
     assert losses["loss_cls"].item() > 0
     assert [losses[k].item() for k in ("loss_c2s", "loss_s2c", "loss_aff")] == [0.0, 0.0, 0.0]
-    assert passes == [(2, 4, 4)] and used == []  # the main forward only
+    # The authors run every multi-scale pass at every iteration: no label is built, but their
+    # BatchNorm updates happen (the training pass and three scales).
+    assert passes == [(2, 4, 4), (4, 4, 4), (4, 2, 2), (4, 6, 6)] and used == []
+    assert bn.num_batches_tracked.item() == 4
     # Zero losses stay in the graph: every parameter is used (DDP without unused parameters).
     grads = torch.autograd.grad(sum(losses.values()), list(tiny.parameters()), allow_unused=True)
     assert all(g is not None for g in grads)
+
+
+def test_frozen_batchnorm_statistics_skip_the_passes_no_label_needs(
+    make_model, train_inputs, train_step
+):
+    model = make_model(**{"MODEL.BMP.PSEUDO.FREEZE_BN_STATS": True})
+    passes, segs = [], []
+    _count_passes(model, passes)
+    model.sem_seg_head.register_forward_hook(lambda *_: segs.append(1))
+    train_step(model, train_inputs(), 0)
+    assert passes == [(2, 4, 4)]  # the main forward only
+    passes.clear()
+    train_step(model, train_inputs(), 2001)  # PAR labels: the decoder runs in the main pass only
+    assert len(passes) == 4 and len(segs) == 2
+    assert model.sem_seg_head.linear_fuse.norm.num_batches_tracked.item() == 2
 
 
 def test_passes_are_the_authors_and_labels_switch_to_bsp(tiny, train_inputs, train_step):
     passes, used = [], []
     _count_passes(tiny, passes)
     _record_seeds(tiny, used)
+    segs = []
+    tiny.sem_seg_head.register_forward_hook(lambda *_: segs.append(1))
     train_step(tiny, train_inputs(), 2001)  # c2s, s2c, aff on; BSP not yet
-    # main pass (B), then [x, flip(x)] at each scale 1.0, 0.5 and 1.5 (2B each)
-    assert passes == [(2, 4, 4), (4, 4, 4), (4, 2, 2), (4, 6, 6)]
+    # main pass (B), then [x, flip(x)] at each scale 1.0, 0.5 and 1.5 (2B each), decoder
+    # included (its BatchNorm statistics update as in the authors' passes)
+    assert passes == [(2, 4, 4), (4, 4, 4), (4, 2, 2), (4, 6, 6)] and len(segs) == 4
     assert used == ["par"]
     passes.clear(), used.clear()
     train_step(tiny, train_inputs(), 4000)
@@ -97,7 +121,11 @@ def test_reusing_the_main_pass_is_an_option(make_model, train_inputs, train_step
 
 def test_s2c_alone_needs_no_extra_pass(make_model, train_inputs, train_step):
     model = make_model(
-        **{"MODEL.BMP.C2S.START_ITER": 10**9, "MODEL.BMP.AFFINITY.START_ITER": 10**9}
+        **{
+            "MODEL.BMP.C2S.START_ITER": 10**9,
+            "MODEL.BMP.AFFINITY.START_ITER": 10**9,
+            "MODEL.BMP.PSEUDO.FREEZE_BN_STATS": True,
+        }
     )
     passes = []
     _count_passes(model, passes)

@@ -70,8 +70,10 @@ def _add_pseudo_label_config(cfg: CN) -> None:
     # REUSE_MAIN_PASS: scale 1.0 reuses the training pass on x and runs flip(x) alone, instead of
     # one pass on [x, flip(x)]; in train mode BatchNorm then normalises with other batches'
     # statistics, which moves the segmentation maps by ~1e-2 and ~0.3 % of the BSP labels.
-    # FREEZE_BN_STATS: the multi-scale passes leave BatchNorm's running statistics alone; the
-    # authors' passes update them (three more updates per step, with the training pass's).
+    # FREEZE_BN_STATS: the multi-scale passes leave BatchNorm's running statistics alone, and only
+    # the passes the labels need run (none in the warm-ups, no decoder before BSP). The authors
+    # run all of them in full at every iteration, updating the statistics three more times per
+    # step; running statistics only change evaluations, not the training trajectory.
     cfg.MODEL.BMP.PSEUDO.REUSE_MAIN_PASS = False
     cfg.MODEL.BMP.PSEUDO.FREEZE_BN_STATS = False
     # Two-threshold rule on the PAR-refined CAM labels.

@@ -1,4 +1,4 @@
-"""Extra passes in train mode that leave BatchNorm's running statistics untouched."""
+"""Which train-mode passes update BatchNorm's running statistics."""
 
 from __future__ import annotations
 
@@ -7,18 +7,26 @@ from collections.abc import Iterator
 
 from torch import nn
 
-__all__ = ["frozen_bn_stats"]
+__all__ = ["frozen_bn_stats", "tracks_bn_stats"]
 
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def tracks_bn_stats(module: nn.Module) -> bool:
+    """Whether a train-mode pass of ``module`` updates any BatchNorm running statistics."""
+    return any(
+        isinstance(m, _BATCH_NORMS) and m.training and m.track_running_stats
+        for m in module.modules()
+    )
 
 
 @contextlib.contextmanager
 def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
     """Run train-mode passes without touching BatchNorm running statistics.
 
-    The pseudo-label passes are extra looks at the same batch; letting them update the running
-    stats would count every image several times. Momentum 0 keeps the batch-statistics
-    behaviour of train mode and leaves the buffers as they were.
+    The authors' pseudo-label passes update the running statistics (BMP does too by default);
+    ``MODEL.BMP.PSEUDO.FREEZE_BN_STATS`` (a deviation) runs them in here instead. Momentum 0
+    keeps the batch-statistics behaviour of train mode and leaves the buffers as they were.
     """
     saved = []
     for m in module.modules():

@@ -176,17 +176,30 @@ class PseudoLabeller(nn.Module):
 
     @torch.no_grad()
     def training_targets(
-        self, forward: Forward, batch: Batch, main: BranchOutputs, phase: Phase
+        self,
+        forward: Forward,
+        batch: Batch,
+        main: BranchOutputs,
+        phase: Phase,
+        all_passes: bool = False,
     ) -> dict[str, Tensor]:
         """Targets of the losses active in ``phase``: ``"c2s"``, ``"s2c"``, ``"aff"``.
 
-        Only the work they need is done: no multi-scale pass before the warm-ups, no
-        segmentation maps before BSP, and s2c alone reads the main pass only.
+        With ``all_passes`` every multi-scale pass runs in full (decoder included) at every
+        iteration, as the authors' loop runs them, even where no label needs it: in train mode
+        the passes' BatchNorm updates are then theirs. Without, only the work the labels need is
+        done: no multi-scale pass before the warm-ups, no segmentation maps before BSP, and s2c
+        alone reads the main pass only.
         """
         targets: dict[str, Tensor] = {}
+        if all_passes and not phase.needs_maps:  # for the BatchNorm updates alone
+            multiscale_logits(
+                forward, batch.x, main, self.scales, self.flip, True, reuse_main=self._reuse_main
+            )
         if phase.needs_maps:
+            with_seg = phase.needs_bsp or all_passes
             maps, cache, labels = (
-                self.maps(forward, batch, main, phase.needs_bsp, self._reuse_main),
+                self.maps(forward, batch, main, with_seg, self._reuse_main),
                 {},
                 batch.cls_label,
             )

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.profiler import record_function
 
 from ...config import derive_keys
-from ..bn_stats import frozen_bn_stats
+from ..bn_stats import frozen_bn_stats, tracks_bn_stats
 from ..criterion import BMPCriterion
 from ..heads.affinity_head import AffinityHead
 from ..heads.classification_head import ClassificationHead
@@ -212,8 +212,13 @@ class BMP(nn.Module):
         phase = self.criterion.phase(current_iteration())
         with record_function("bmp.forward"):
             main = self.forward_branches(batch.x, with_attention=True)
+        # The authors run every multi-scale pass in full at every iteration; what outlasts the
+        # passes no label needs is their BatchNorm updates, so they run where those happen.
+        all_passes = not self.freeze_bn_stats and tracks_bn_stats(self)
         with record_function("bmp.pseudo_labels"):
-            targets = self.pseudo_labeller.training_targets(self.extra_pass, batch, main, phase)
+            targets = self.pseudo_labeller.training_targets(
+                self.extra_pass, batch, main, phase, all_passes
+            )
         with record_function("bmp.losses"):
             losses = self.criterion(main, targets, batch.cls_label, phase)
         self._log_ignore_ratio(targets.get("c2s"), batch.valid)
