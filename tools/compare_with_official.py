@@ -382,16 +382,16 @@ def training_step_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt(value, spec: str) -> str:
-    return "off" if value is None else format(value, spec)
+def _fmt(value, spec: str, unit: str = "") -> str:
+    return "off" if value is None else format(value, spec) + unit
 
 
 def step_line(r: dict) -> str:
     return (
         f"| {r['case']} | {r['iteration']} | {r['total']:.1e} "
         + " ".join(f"| {_fmt(r[f'loss_{t}'], '.1e')}" for t in ("cls", "c2s", "s2c", "aff"))
-        + f" | {_fmt(r['c2s_labels'], '.2f')}% {r['c2s_kind'] if r['c2s_labels'] else ''} "
-        f"| {_fmt(r['s2c_labels'], '.2f')}% | {_fmt(r['aff_labels'], '.2f')}% "
+        + f" | {_fmt(r['c2s_labels'], '.2f', '%')} {r['c2s_kind'] if r['c2s_labels'] else ''} "
+        f"| {_fmt(r['s2c_labels'], '.2f', '%')} | {_fmt(r['aff_labels'], '.2f', '%')} "
         f"| {r['grad']:.1e} | {r['bn']:.1e} "
         f"| {', '.join(f'{o}/{t}' for o, t in r['bn_tracked'].values())} |"
     )

@@ -7,6 +7,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 from bmp.config import add_bmp_config
+from bmp.utils import deferred_scalars
 
 K = 10
 AFTER_WARMUPS = 10_000  # past c2s / s2c / aff (2000) and BSP (4000)
@@ -69,8 +70,12 @@ def _eval_inputs(second=(49, 47)):
 
 
 def _train_step(model, inputs, iteration):
+    """One forward in an EventStorage; the scalars the model defers are then written to it, as
+    the trainer's writer would at its next write."""
+    deferred_scalars.clear()
     with EventStorage(start_iter=iteration) as storage:
         losses = model(inputs)
+        deferred_scalars.flush(storage)
     return losses, storage
 
 

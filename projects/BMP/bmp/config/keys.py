@@ -240,6 +240,9 @@ def _add_solver_config(cfg: CN) -> None:
     # PolyWarmupAdamW does. "continuous" (a deviation): detectron2's warm-up, which ramps to the
     # poly curve, so every warm-up iteration runs at (1 - WARMUP_ITERS / MAX_ITER) x their LR.
     cfg.SOLVER.WARMUP_SHAPE = "authors"
+    # Mixed precision (SOLVER.AMP.ENABLED, detectron2's key): "float16" (CUDA, with a gradient
+    # scaler) or "bfloat16" (CUDA or CPU). Labels, counts and losses stay float32 either way.
+    cfg.SOLVER.AMP.PRECISION = "float16"
     cfg.SOLVER.MAX_ITER = 20000
     cfg.SOLVER.IMS_PER_BATCH = 4
     cfg.SOLVER.CHECKPOINT_PERIOD = 2000

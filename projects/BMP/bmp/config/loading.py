@@ -190,3 +190,34 @@ def check_config(
         _check_num_classes(cfg, name, key)
     if not eval_only and not cfg.DATASETS.TRAIN:
         raise ConfigError("DATASETS.TRAIN is empty; name a registered training dataset.")
+    if not eval_only:
+        amp_dtype(cfg, training_device(cfg))
+
+
+# SOLVER.AMP.PRECISION: the autocast dtypes mixed-precision training can use.
+AMP_PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def training_device(cfg: CfgNode) -> str:
+    """The device type training runs on: MODEL.DEVICE's, or "cpu" when CUDA is missing."""
+    cuda = cfg.MODEL.DEVICE.startswith("cuda") and torch.cuda.is_available()
+    return "cuda" if cuda else "cpu"
+
+
+def amp_dtype(cfg: CfgNode, device_type: str) -> Optional[torch.dtype]:
+    """The autocast dtype ``SOLVER.AMP`` asks for on ``device_type``, None with AMP off; what
+    cannot run there is one ``ConfigError`` line."""
+    if not cfg.SOLVER.AMP.ENABLED:
+        return None
+    name = cfg.SOLVER.AMP.PRECISION
+    if name not in AMP_PRECISIONS:
+        raise ConfigError(
+            f"SOLVER.AMP.PRECISION={name!r} must be one of {sorted(AMP_PRECISIONS)} (float16 on "
+            "CUDA, bfloat16 on CUDA or CPU)"
+        )
+    if name == "float16" and device_type != "cuda":
+        raise ConfigError(
+            f"SOLVER.AMP.PRECISION float16 needs CUDA and this run is on {device_type}: use "
+            "SOLVER.AMP.PRECISION bfloat16, or SOLVER.AMP.ENABLED False"
+        )
+    return AMP_PRECISIONS[name]

@@ -31,7 +31,7 @@ from detectron2.modeling import build_model
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 
-from bmp.config import adapt_config_to_machine
+from bmp.config import adapt_config_to_machine, amp_dtype, training_device
 from bmp.data import SemSegEvalMapper, build_train_mapper
 from bmp.data.eval_size import EvalImageSize, drop_small_images
 from bmp.data.train_loader import build_resumable_train_loader, resolve_seed
@@ -41,14 +41,16 @@ from bmp.evaluation.report import write_eval_report
 from bmp.modeling import with_test_time_augmentation
 from bmp.seeding import seed_all
 from bmp.solver import build_bmp_lr_scheduler, build_bmp_optimizer
+from bmp.utils import deferred_scalars
 
+from .amp import MixedPrecisionTrainer
 from .checkpoint import AtomicCheckpointer
 from .ddp import BroadcastBuffers, cpu_ddp_for_default_trainer
 from .finite_loss import add_finite_loss_check
 from .progress_hook import PhaseETAHook, training_phases
 from .step_seed import SeedEveryStep
 
-__all__ = ["BMPTrainer", "GroupLRLogger"]
+__all__ = ["BMPTrainer", "GroupLRLogger", "FlushDeferredScalars"]
 
 
 class GroupLRLogger(hooks.HookBase):
@@ -64,6 +66,20 @@ class GroupLRLogger(hooks.HookBase):
             storage.put_scalar(f"lr/{group.get('name', i)}", group["lr"], smoothing_hint=False)
 
 
+class FlushDeferredScalars(hooks.HookBase):
+    """Write the model's device-side scalars (:mod:`bmp.utils.deferred_scalars`) into the event
+    storage just before detectron2's writers write (every ``period`` iterations and at the end),
+    in one host read; on every process, so none keeps them longer."""
+
+    def __init__(self, period: int = 20) -> None:
+        self._period = period
+
+    def after_step(self) -> None:
+        it = self.trainer.iter
+        if (it + 1) % self._period == 0 or it == self.trainer.max_iter - 1:
+            deferred_scalars.flush(self.trainer.storage)
+
+
 class BMPTrainer(DefaultTrainer):
     """detectron2's DefaultTrainer wired to BMP's data, evaluators and solver."""
 
@@ -72,8 +88,22 @@ class BMPTrainer(DefaultTrainer):
         # The weights are drawn while the model is built here: without this, a run started
         # by anything but train_net.py (whose default_setup seeds) would start from other weights.
         seed_all(self.seed + comm.get_rank())
+        dtype = amp_dtype(cfg, training_device(cfg))
+        base = cfg
+        if dtype is not None:  # detectron2 would build its own (float16, CUDA-only) AMPTrainer
+            base = cfg.clone()
+            base.defrost()
+            base.SOLVER.AMP.ENABLED = False
+            base.freeze()
         with cpu_ddp_for_default_trainer():
-            super().__init__(cfg)
+            super().__init__(base)
+        self.cfg = cfg
+        if dtype is not None:
+            t = self._trainer
+            device_type = next(t.model.parameters()).device.type
+            self._trainer = MixedPrecisionTrainer(
+                t.model, t.data_loader, t.optimizer, device_type, dtype
+            )
 
     def train(self) -> Optional[Dict[str, Any]]:
         """Train; return the last evaluation's results (detectron2 only does with
@@ -114,6 +144,9 @@ class BMPTrainer(DefaultTrainer):
         readers = (hooks.PeriodicCheckpointer, hooks.EvalHook)
         before = next(i for i, h in enumerate(ret) if isinstance(h, readers))
         ret.insert(before, BroadcastBuffers())
+        # Before the writer (the last hook on the main process; absent on the others).
+        writer = [i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)]
+        ret.insert(writer[0] if writer else len(ret), FlushDeferredScalars())
         ret.insert(0, SeedEveryStep(self.seed))
         ret.insert(0, PhaseETAHook(self.max_iter, training_phases(self.cfg)))
         return ret

@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from detectron2.config import CfgNode, configurable
 from detectron2.utils import comm
-from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
+from ..utils import deferred_scalars
 from .losses import affinity_loss, c2s_loss, classification_loss, s2c_loss
 from .schedule import LossSchedule, Phase
 from .structures import BranchOutputs
@@ -128,9 +128,10 @@ class BMPCriterion(nn.Module):
             losses["loss_c2s"] = self.weights["c2s"] * loss
         else:
             losses["loss_c2s"] = main.seg_logits.sum() * 0.0
-        if phase.s2c and self._s2c_gate_open(main, targets.get("c2s")):
+        if phase.s2c:
             loss = s2c_loss(main.cam_up(), targets["s2c"], self.s2c_loss_mode, ignore)
-            losses["loss_s2c"] = self.weights["s2c"] * loss
+            gate = self._s2c_gate(main, targets.get("c2s"))
+            losses["loss_s2c"] = self.weights["s2c"] * (loss if gate is None else loss * gate)
         else:
             losses["loss_s2c"] = main.cam_logits.sum() * 0.0
         if main.affinity is None:
@@ -142,57 +143,72 @@ class BMPCriterion(nn.Module):
             losses["loss_aff"] = main.affinity.sum() * 0.0
         return losses
 
-    def _s2c_gate_open(self, main: BranchOutputs, c2s_labels: Tensor | None) -> bool:
+    def _s2c_gate(self, main: BranchOutputs, c2s_labels: Tensor | None) -> Tensor | None:
         """With ``s2c_gate`` > 0, s2c waits until the segmentation branch's class-balanced
         agreement with its own c2s labels, averaged over batches, reaches ``s2c_gate``; then it
-        stays on.
+        stays on. Returns None without a gate, else 1.0 (open) or 0.0 as a device tensor.
 
         Balanced, because background fills most of a label map: a branch that predicts only
         background already agrees with most labelled pixels, and must not open the gate.
         Averaged (an exponential moving average from 0), because one batch is noisy: an
         untrained branch that happens to paint a batch's one object class everywhere agrees
-        with half of its classes.
+        with half of its classes. Every step of the decision stays on the device (no host sync):
+        the loss is multiplied by the gate, and the logged values are read when written.
         """
-        if self.s2c_gate <= 0 or bool(self.s2c_open):
-            return True
+        if self.s2c_gate <= 0:
+            return None
         if c2s_labels is None:
-            return False
-        counts = agreement_counts(main.seg_up().detach(), c2s_labels, self.ignore_value)
+            return self.s2c_open.float()
+        counts = agreement_counts(main.seg_up().detach(), c2s_labels, self.ignore_value, False)
         if comm.get_world_size() > 1:  # one decision for all processes: the global agreement
             torch.distributed.all_reduce(counts)
-        agreement = balanced_agreement(counts)
-        if agreement is not None:
-            m = self.s2c_gate_momentum
-            self.s2c_agreement.mul_(m).add_((1.0 - m) * agreement)
-        _log("bmp/s2c_gate_agreement", agreement)
-        _log("bmp/s2c_gate_agreement_smoothed", float(self.s2c_agreement))
-        if counts[:, 1].sum() > 0:  # the plain pixel share, logged beside it for comparison
-            pixel_share = counts[:, 0].sum().item() / counts[:, 1].sum().item()
-            _log("bmp/s2c_gate_pixel_agreement", pixel_share)
-        if float(self.s2c_agreement) >= self.s2c_gate:
-            self.s2c_open.fill_(True)
-        return bool(self.s2c_open)
+        present = counts[:, 1] > 0
+        any_present = present.any()
+        shares = counts[:, 0].double() / counts[:, 1].clamp(min=1).double()
+        agreement = torch.where(present, shares, 0.0).sum() / present.sum().clamp(min=1)
+        m = self.s2c_gate_momentum
+        smoothed = self.s2c_agreement * m + ((1.0 - m) * agreement).float()
+        # The average stops once the gate is open (it is latched; nothing reads it after).
+        update = any_present & ~self.s2c_open
+        self.s2c_agreement.copy_(torch.where(update, smoothed, self.s2c_agreement))
+        self.s2c_open.logical_or_(self.s2c_agreement.double() >= self.s2c_gate)
+        deferred_scalars.put_latest(
+            "bmp/s2c_gate_agreement", torch.where(any_present, agreement, torch.nan)
+        )
+        deferred_scalars.put_latest("bmp/s2c_gate_agreement_smoothed", self.s2c_agreement)
+        # The plain pixel share, logged beside it for comparison.
+        deferred_scalars.add_ratio(
+            "bmp/s2c_gate_pixel_agreement", counts[:, 0].sum(), counts[:, 1].sum()
+        )
+        return self.s2c_open.float()
 
 
-def agreement_counts(logits: Tensor, labels: Tensor, ignore_value: int) -> Tensor:
+def agreement_counts(
+    logits: Tensor, labels: Tensor, ignore_value: int, check: bool = True
+) -> Tensor:
     """Per class c, ``[pixels labelled c where argmax(logits) is c, pixels labelled c]``.
 
     An int64 tensor of shape (C, 2) for the C channels of ``logits``: exact at any batch size
-    and precision, and sums over processes add up.
+    and precision, and sums over processes add up. Counted with ``scatter_add`` into a bucket per
+    class plus one for ignored pixels, so nothing waits for the device; ``check`` first refuses a
+    label outside the classes (that check reads the labels on the host).
     """
     num_classes = logits.shape[1]
+    labels = labels.long()
     keep = labels != ignore_value
-    truth = labels[keep].long()
-    bad = truth[(truth < 0) | (truth >= num_classes)]
-    if bad.numel():
-        raise ValueError(
-            f"label {int(bad[0])} is outside the {num_classes} classes of the logits "
-            f"(and is not the ignore value {ignore_value})"
-        )
-    hit = logits.argmax(dim=1)[keep] == truth
-    labelled = torch.bincount(truth, minlength=num_classes)
-    matched = torch.bincount(truth[hit], minlength=num_classes)
-    return torch.stack([matched, labelled], dim=1)
+    if check:
+        bad = labels[keep & ((labels < 0) | (labels >= num_classes))]
+        if bad.numel():
+            raise ValueError(
+                f"label {int(bad[0])} is outside the {num_classes} classes of the logits "
+                f"(and is not the ignore value {ignore_value})"
+            )
+    truth = labels.masked_fill(~keep, num_classes).flatten()
+    hit = ((logits.argmax(dim=1) == labels) & keep).flatten().long()
+    zeros = torch.zeros(num_classes + 1, dtype=torch.long, device=labels.device)
+    labelled = zeros.scatter_add(0, truth, torch.ones_like(truth))
+    matched = zeros.scatter_add(0, truth, hit)
+    return torch.stack([matched[:num_classes], labelled[:num_classes]], dim=1)
 
 
 def balanced_agreement(counts: Tensor) -> float | None:
@@ -207,12 +223,3 @@ def label_agreement(logits: Tensor, labels: Tensor, ignore_value: int) -> float 
     """Class-balanced share of labelled pixels where ``argmax(logits)`` equals ``labels``
     (see ``balanced_agreement``); None if no pixel is labelled."""
     return balanced_agreement(agreement_counts(logits, labels, ignore_value))
-
-
-def _log(name: str, value: float | None) -> None:
-    if value is None:
-        return
-    try:
-        get_event_storage().put_scalar(name, value)
-    except (AssertionError, IndexError):  # no training loop around this call
-        pass

@@ -3,6 +3,9 @@
 Every per-pixel loss averages over the supervised (non-ignored) pixels and is exactly 0 -- not
 NaN -- when none is supervised, while staying connected to the graph, so a batch whose pseudo
 labels are all ignored still runs backward and DDP still sees every parameter used.
+
+Every loss computes in float32 whatever its inputs' dtype (half inputs are cast first): counts
+and sums over a crop-512 batch do not fit float16 (see :mod:`bmp.modeling.precision`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ def classification_loss(logits: Tensor, cls_label: Tensor) -> Tensor:
             f"logits and cls_label must both be (B, K), got {tuple(logits.shape)} and "
             f"{tuple(cls_label.shape)}",
         )
-    return F.multilabel_soft_margin_loss(logits, cls_label.to(logits.dtype))
+    return F.multilabel_soft_margin_loss(logits.float(), cls_label.float())
 
 
 def _check_dense(where: str, logits: Tensor, labels: Tensor) -> None:
@@ -46,8 +49,9 @@ def _check_dense(where: str, logits: Tensor, labels: Tensor) -> None:
 
 def _masked_mean(per_pixel: Tensor, valid: Tensor) -> Tensor:
     """Mean of ``per_pixel`` over ``valid``; 0 with a gradient path when nothing is valid."""
+    per_pixel = per_pixel.float()
     total = torch.where(valid, per_pixel, torch.zeros_like(per_pixel)).sum()
-    return total / valid.sum().clamp(min=1).to(total.dtype)
+    return total / valid.sum().clamp(min=1).float()
 
 
 def _soft_margin_per_pixel(logits: Tensor, target: Tensor) -> Tensor:
@@ -62,7 +66,7 @@ def _soft_margin_per_pixel(logits: Tensor, target: Tensor) -> Tensor:
 
 def _dense_loss(where: str, logits: Tensor, labels: Tensor, mode: str, ignore_index: int) -> Tensor:
     _check_dense(where, logits, labels)
-    labels = labels.long()
+    logits, labels = logits.float(), labels.long()
     valid = labels != ignore_index
     target = labels.masked_fill(~valid, 0)
     if mode == "ce":
@@ -123,7 +127,8 @@ def affinity_loss(affinity: Tensor, aff_labels: Tensor, ignore_index: int = 255)
     if ignore_index in (0, 1):
         raise _err("affinity_loss", "ignore_index must differ from the pair values 0 and 1")
     pos, neg = aff_labels == 1, aff_labels == 0
+    affinity = affinity.float()  # float16 cannot hold the pair counts (over 65504 at crop 512)
     zeros = torch.zeros_like(affinity)
-    pos_loss = torch.where(pos, 1.0 - affinity, zeros).sum() / (pos.sum() + 1).to(affinity.dtype)
-    neg_loss = torch.where(neg, affinity, zeros).sum() / (neg.sum() + 1).to(affinity.dtype)
+    pos_loss = torch.where(pos, 1.0 - affinity, zeros).sum() / (pos.sum() + 1).float()
+    neg_loss = torch.where(neg, affinity, zeros).sum() / (neg.sum() + 1).float()
     return 0.5 * pos_loss + 0.5 * neg_loss

@@ -18,6 +18,7 @@ from torch.profiler import record_function
 
 from .multiscale import multiscale_logits
 from .par import PAR
+from .precision import full_precision
 from .pseudo_labels import (
     AFF_RADIUS,
     BG_SCORES,
@@ -142,8 +143,9 @@ class PseudoLabeller(nn.Module):
         passes = multiscale_logits(
             forward, batch.x, main, self.scales, self.flip, with_seg, reuse_main=reuse_main
         )
-        segs = passes.fused_segs(batch.size, self.flip) if with_seg else None
-        return FusedMaps(passes.fused_cams(batch.size, self.flip), segs)
+        with full_precision(batch.x.device):  # the logits are float32 already (multiscale)
+            segs = passes.fused_segs(batch.size, self.flip) if with_seg else None
+            return FusedMaps(passes.fused_cams(batch.size, self.flip), segs)
 
     def seed(
         self,
@@ -159,11 +161,13 @@ class PseudoLabeller(nn.Module):
         Seeds of one batch that share ``affinity_cache`` (a dict) compute PAR's colour affinity
         of each image once."""
         t = self.thresholds
+        # The batch's slot count holds for its own labels only (seeds may use predicted ones).
+        slots = batch.num_slots if cls_label is batch.cls_label else None
         along = Refinement(
             batch.images / 255.0, batch.valid, self.par, t.refine_scale, t.ignore_value,
-            affinity_cache,
+            affinity_cache, slots, batch.boxes,
         )  # fmt: skip
-        with record_function(f"bmp.pseudo_labels.{kind}"):
+        with record_function(f"bmp.pseudo_labels.{kind}"), full_precision(batch.x.device):
             if kind == "cam":
                 return cam_seed_labels(maps.cams, cls_label, batch.valid, t.cam_bg, t.ignore_value)
             if kind == "par":
@@ -209,9 +213,10 @@ class PseudoLabeller(nn.Module):
             if phase.aff:
                 targets["aff"] = self._affinity_targets(par, main)
         if phase.s2c:
-            seg = main.seg_up().detach().float()
-            t = self.thresholds
-            targets["s2c"] = s2c_labels(seg, batch.valid, t.sigma_s, t.ignore_value)
+            with full_precision(batch.x.device):
+                seg = main.seg_up().detach().float()
+                t = self.thresholds
+                targets["s2c"] = s2c_labels(seg, batch.valid, t.sigma_s, t.ignore_value)
         return targets
 
     def _affinity_targets(self, par_labels: Tensor, main: BranchOutputs) -> Tensor:

@@ -70,16 +70,19 @@ def _check_common(
     return valid_mask if valid_mask.dtype == torch.bool else valid_mask != 0
 
 
-def _present_slots(cls_label: Tensor) -> tuple[Tensor, Tensor]:
+def _present_slots(cls_label: Tensor, m: int | None = None) -> tuple[Tensor, Tensor]:
     """Channel ids (0 = bg, k = class k) of background + present classes, padded to M slots.
 
     Returns ``(ids, used)``, both ``(B, M)``: ``ids`` lists each image's present channels first in
-    ascending order (slot 0 is always background); ``used`` is False on padding slots.
+    ascending order (slot 0 is always background); ``used`` is False on padding slots. ``m`` is
+    M when the caller knows it (one more than the most classes in an image); else it is read from
+    ``cls_label``, which waits for the device.
     """
     present = torch.cat([torch.ones_like(cls_label[:, :1], dtype=torch.bool), cls_label > 0], dim=1)
     # A stable sort of "absent" flags puts present channels first and keeps them in order.
     order = torch.argsort((~present).to(torch.uint8), dim=1, stable=True)
-    m = int(present.sum(dim=1).max())
+    if m is None:
+        m = int(present.sum(dim=1).max())
     ids = order[:, :m]
     return ids, present.gather(1, ids)
 
@@ -119,6 +122,8 @@ class Refinement:
     ``ignore_index``: the label of unsupervised pixels; ``cache``: one dict per batch, or None.
     The PAR and BSP labels refine the same images at the same size, so their colour affinity is
     the same, and it costs as much as the propagation: with a cache it is computed once.
+    ``num_slots`` and ``boxes``: what :class:`~bmp.modeling.structures.Batch` knows on the host
+    (the labels' slot count, the boxes of real pixels), or None to compute them from the tensors.
     """
 
     image: Tensor
@@ -127,6 +132,8 @@ class Refinement:
     scale: float = REFINE_SCALE
     ignore_index: int = IGNORE_INDEX
     cache: AffinityCache | None = None
+    num_slots: int | None = None
+    boxes: list[tuple[int, int, int, int] | None] | None = None
 
     def refine(self, image: Tensor, maps: Tensor, key: tuple) -> Tensor:
         """``par(image, maps)`` for a resized or cropped ``image``, reusing the affinity cached
@@ -166,7 +173,7 @@ def par_pseudo_labels(
     valid = _check_common("par_pseudo_labels", cams, cls_label, along.valid_mask, along.image)
     b, _, h, w = cams.shape
     size = _refine_size(h, w, along.scale)
-    ids, used = _present_slots(cls_label)
+    ids, used = _present_slots(cls_label, along.num_slots)
     scores = _resize(_gather_slots(cams.detach().float(), ids), size)
     scores = scores.masked_fill(~used[:, :, None, None], float("-inf"))
     runs = []
@@ -233,14 +240,14 @@ def bsp_pseudo_labels(
             f"got {tuple(seg_bg.shape)}",
         )
     _refine_size(h, w, along.scale)  # validates the scale before any work
-    ids, used = _present_slots(cls_label)
+    ids, used = _present_slots(cls_label, along.num_slots)
     scores = _gather_slots(cams.detach().float(), ids)
     scores[:, :1] = seg_bg.detach()
     scores = scores.masked_fill(~used[:, :, None, None], 0.0)
     image, ignore_index = along.image.detach().float(), along.ignore_index
     labels = torch.full((b, h, w), ignore_index, dtype=torch.long, device=cams.device)
     groups: dict[tuple[int, int, int, int], list[int]] = {}
-    for i, box in enumerate(valid_boxes(valid)):
+    for i, box in enumerate(valid_boxes(valid) if along.boxes is None else along.boxes):
         if box is not None:
             groups.setdefault(box, []).append(i)
     for (y0, y1, x0, x1), members in groups.items():

@@ -23,12 +23,19 @@ class Batch:
     ``images`` are RGB floats in 0..255 (what PAR's colour affinity reads, after / 255); ``x`` is
     the normalised network input; ``valid`` is True on real pixels and False on padding;
     ``cls_label`` is the ``(B, K)`` multi-hot image label, or ``None`` when the inputs carry none.
+
+    Known on the host, so that building labels never waits for the device: ``num_slots``, the
+    largest count of present classes in an image plus one (background), from ``cls_label``; and
+    ``boxes``, each image's ``(y0, y1, x0, x1)`` box of real pixels (``None`` without one).
+    Either is ``None`` when it was not computed; the label functions then compute it.
     """
 
     images: Tensor
     x: Tensor
     valid: Tensor
     cls_label: Tensor | None
+    num_slots: int | None = None
+    boxes: list[tuple[int, int, int, int] | None] | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -54,11 +61,12 @@ class BranchOutputs:
 
     # Methods, not cached properties: a value cached under no_grad would carry no gradient.
     def cam_up(self) -> Tensor:
-        """CAM logits upsampled (bilinear) to the input size."""
-        return _upsample(self.cam_logits, self.input_size)
+        """CAM logits upsampled (bilinear) to the input size, in float32 (losses and labels
+        read them; see :mod:`bmp.modeling.precision`)."""
+        return _upsample(self.cam_logits.float(), self.input_size)
 
     def seg_up(self) -> Tensor:
-        """Segmentation logits upsampled (bilinear) to the input size."""
+        """Segmentation logits upsampled (bilinear) to the input size, in float32."""
         if self.seg_logits is None:
             raise ValueError("BranchOutputs.seg_up: this pass computed no segmentation logits")
-        return _upsample(self.seg_logits, self.input_size)
+        return _upsample(self.seg_logits.float(), self.input_size)

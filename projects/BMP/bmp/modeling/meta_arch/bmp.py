@@ -23,17 +23,19 @@ from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone, build_sem_seg_head
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
-from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 from torch.profiler import record_function
 
 from ...config import derive_keys
+from ...utils import deferred_scalars
 from ..bn_stats import frozen_bn_stats, tracks_bn_stats
 from ..criterion import BMPCriterion
 from ..heads.affinity_head import AffinityHead
 from ..heads.classification_head import ClassificationHead
 from ..interaction import cam_confidence, reweight_features
+from ..precision import full_precision
 from ..pseudo_labeller import PseudoLabeller
+from ..pseudo_labels import valid_boxes
 from ..schedule import current_iteration
 from ..structures import Batch, BranchOutputs
 
@@ -155,14 +157,18 @@ class BMP(nn.Module):
                 "use the 'wsss' dataset mapper"
             )
         images_t = ImageList.from_tensors(images, pad_value=0.0).tensor
-        cls_label = None
+        cls_label, num_slots = None, None
         if not missing:
             cls_label = torch.stack([d["cls_label"].to(self.device) for d in batched_inputs])
+            # From the inputs as the loader gives them (host memory): no wait for the device.
+            num_slots = 1 + max(int((d["cls_label"] > 0).sum()) for d in batched_inputs)
         return Batch(
             images=images_t,
             x=(images_t - self.pixel_mean) / self.pixel_std,
             valid=ImageList.from_tensors(valid, pad_value=0).tensor.bool(),
             cls_label=None if cls_label is None else cls_label.float(),
+            num_slots=num_slots,
+            boxes=[_real_pixel_box(d) for d in batched_inputs],
         )
 
     def forward_branches(
@@ -219,22 +225,18 @@ class BMP(nn.Module):
             targets = self.pseudo_labeller.training_targets(
                 self.extra_pass, batch, main, phase, all_passes
             )
-        with record_function("bmp.losses"):
+        with record_function("bmp.losses"), full_precision(self.device):
             losses = self.criterion(main, targets, batch.cls_label, phase)
         self._log_ignore_ratio(targets.get("c2s"), batch.valid)
         return losses
 
     def _log_ignore_ratio(self, c2s_labels: Tensor | None, valid: Tensor) -> None:
-        """Share of real pixels that the c2s labels leave unsupervised; nothing to log without
-        labels or without a single real pixel (0 / 0 is not "nothing ignored")."""
-        if c2s_labels is None or not bool(valid.any()):
-            return
-        try:
-            storage = get_event_storage()
-        except (AssertionError, IndexError):
+        """Share of real pixels that the c2s labels leave unsupervised, over the steps between
+        two metric writes; kept on the device until then (:mod:`bmp.utils.deferred_scalars`)."""
+        if c2s_labels is None:
             return
         ignored = ((c2s_labels == self.criterion.ignore_value) & valid).sum()
-        storage.put_scalar("bmp/pseudo_ignore_ratio", (ignored / valid.sum()).item())
+        deferred_scalars.add_ratio("bmp/pseudo_ignore_ratio", ignored, valid.sum())
 
     # ---------------------------------------------------------------------------- inference
 
@@ -297,6 +299,13 @@ class BMP(nn.Module):
         present = probs > 0.5
         present[torch.arange(len(probs), device=probs.device), probs.argmax(dim=1)] = True
         return present.float()
+
+
+def _real_pixel_box(d: dict) -> tuple[int, int, int, int] | None:
+    """The box of an input's real pixels, from its valid mask as the loader gives it."""
+    if "valid_mask" not in d:
+        return (0, int(d["image"].shape[-2]), 0, int(d["image"].shape[-1]))
+    return valid_boxes(d["valid_mask"][None].bool())[0]
 
 
 def _build_affinity_head(cfg: CfgNode, backbone: Backbone) -> AffinityHead | None:

@@ -1,0 +1,48 @@
+"""The one channel through which all processes agree on a step's shared decisions.
+
+Some decisions must be the same on every process at the same iteration, or the processes part
+ways and the next collective hangs: a non-finite loss stops every process, and a stop request
+(a preemption signal that reached one process) stops every process at the same step. Each step,
+every process writes its values into its own row of a small ``(world, n)`` table, the table is
+summed over processes with one ``all_reduce`` (a device collective, no pickling), and read back
+on the host once. Every process then holds every process's values and decides alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from detectron2.utils import comm
+from torch import Tensor
+
+__all__ = ["exchange"]
+
+
+def exchange(values: Mapping[str, Tensor | float | bool], device=None) -> dict[str, list[float]]:
+    """Each name's value on every process, in rank order: ``{name: [value of rank 0, ...]}``.
+
+    Values are 0-d tensors (on the step's device; they are not read before the exchange) or
+    Python numbers. Collective when distributed: every process must call it with the same names
+    in the same order. One host read in all.
+    """
+    names = list(values)
+    tensors = [v for v in values.values() if isinstance(v, Tensor)]
+    device = device or (tensors[0].device if tensors else torch.device("cpu"))
+    if comm.get_world_size() > 1 and torch.distributed.get_backend() == "nccl":
+        device = torch.device("cuda", torch.cuda.current_device())
+    world, rank = comm.get_world_size(), comm.get_rank()
+    row = torch.stack(
+        [
+            (v.detach() if isinstance(v, Tensor) else torch.tensor(float(v)))
+            .to(device, torch.float64)
+            .reshape(())
+            for v in values.values()
+        ]
+    )
+    table = torch.zeros(world, len(names), dtype=torch.float64, device=device)
+    table[rank] = row
+    if world > 1:
+        torch.distributed.all_reduce(table)
+    rows = table.tolist()
+    return {name: [rows[r][i] for r in range(world)] for i, name in enumerate(names)}

@@ -1,0 +1,71 @@
+"""Mixed precision (bmp/modeling/precision.py): labels, counts and losses stay float32."""
+
+import pytest
+import torch
+from detectron2.utils.events import EventStorage
+
+from bmp.modeling.losses import affinity_loss, c2s_loss
+
+
+def _crop512_affinity(dtype):
+    """Affinity and labels of the size a crop-512 batch of 2 gives (32x32 tokens, radius 8)."""
+    gen = torch.Generator().manual_seed(0)
+    n = 32 * 32
+    affinity = torch.rand(2, n, n, generator=gen)
+    labels = torch.randint(0, 2, (2, n, n), generator=gen, dtype=torch.uint8)
+    labels[:, :, : n // 8] = 255
+    return affinity.to(dtype), labels
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_affinity_loss_at_crop_512_is_right_in_half_precision(dtype):
+    affinity, labels = _crop512_affinity(torch.float32)
+    assert int((labels == 1).sum()) > 65504  # more pairs than float16 can count
+    reference = affinity_loss(affinity, labels)
+    half = affinity_loss(affinity.to(dtype), labels)
+    assert half.dtype == torch.float32 and torch.isfinite(half)
+    assert abs(float(half) - float(reference)) <= 1e-3 * abs(float(reference))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_masked_means_at_crop_512_are_right_in_half_precision(dtype):
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 21, 512, 512, generator=gen)
+    labels = torch.randint(0, 21, (2, 512, 512), generator=gen)
+    labels[:, :, :100] = 255
+    for mode in ("mlsm", "ce"):
+        reference = c2s_loss(logits, labels, mode)
+        half = c2s_loss(logits.to(dtype), labels, mode)
+        assert half.dtype == torch.float32
+        # The logits themselves are rounded to the half type: that, not the reduction, is the
+        # difference left.
+        expected = c2s_loss(logits.to(dtype).float(), labels, mode)
+        assert abs(float(half) - float(expected)) <= 1e-6 * abs(float(expected))
+        assert abs(float(half) - float(reference)) <= 1e-3 * abs(float(reference))
+
+
+def test_a_bfloat16_step_keeps_gradients_float32_and_labels_of_the_float32_step(
+    make_model, train_inputs
+):
+    model = make_model()
+    captured = []
+    make_targets = model.pseudo_labeller.training_targets
+    model.pseudo_labeller.training_targets = (
+        lambda *a, **k: captured.append(make_targets(*a, **k)) or captured[-1]
+    )
+    inputs = train_inputs()
+    results = {}
+    for name, enabled in (("fp32", False), ("bf16", True)):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        with EventStorage(10_000), torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            losses = model(inputs)
+        sum(losses.values()).backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        assert all(g.dtype == torch.float32 for g in grads)
+        assert all(torch.isfinite(v) for v in losses.values())
+        assert all(v.dtype == torch.float32 for v in losses.values())
+        results[name] = captured[-1]
+    for key in ("c2s", "s2c", "aff"):
+        same = (results["fp32"][key] == results["bf16"][key]).float().mean()
+        assert same >= 0.99, (key, float(same))
