@@ -14,6 +14,7 @@ synchronise over gloo.
 import logging
 import re
 import sys
+from datetime import timedelta
 from typing import Any
 
 import bmp  # noqa: F401  isort: skip  (first: it imports detectron2 without its jit warnings)
@@ -26,6 +27,7 @@ from detectron2.utils.logger import setup_logger
 
 from bmp.config import ConfigError, check_config, load_config
 from bmp.engine import BMPTrainer
+from bmp.utils.signals import ignore_signals, resolve_signals
 
 logger = logging.getLogger("bmp.train_net")
 
@@ -56,20 +58,38 @@ def main(args: Any) -> Any:
     return trainer.train()
 
 
-def _preflight(args: Any) -> None:
+def _preflight(args: Any) -> CfgNode:
     """Check the config once in the launcher, so a typo costs one line, not N tracebacks."""
     try:
         cfg = load_config(args.config_file, args.opts)
         check_config(cfg, eval_only=args.eval_only, resume=args.resume)
-    except ConfigError as e:
+        resolve_signals(cfg.SOLVER.PREEMPTION.SIGNALS)
+    except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    return cfg
+
+
+def _parser() -> Any:
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=600.0,
+        help="seconds to wait for every process (all machines) to join, and for a collective",
+    )
+    return parser
 
 
 def cli(argv: Any = None) -> None:
-    args = default_argument_parser().parse_args(argv)
-    _preflight(args)
+    args = _parser().parse_args(argv)
+    cfg = _preflight(args)
     print("Command Line Args:", args)
+    world = args.num_gpus * args.num_machines
+    if world > 1 and not args.eval_only:
+        # The launching parent outlives a preemption signal: its children write the checkpoint
+        # and exit with SOLVER.PREEMPTION.EXIT_CODE, which it then exits with.
+        ignore_signals(resolve_signals(cfg.SOLVER.PREEMPTION.SIGNALS))()
     try:
         launch(
             main,
@@ -78,18 +98,51 @@ def cli(argv: Any = None) -> None:
             machine_rank=args.machine_rank,
             dist_url=args.dist_url,
             args=(args,),
+            timeout=timedelta(seconds=args.dist_timeout),
         )
+    except mp.ProcessExitedException as e:
+        if e.exit_code == cfg.SOLVER.PREEMPTION.EXIT_CODE:
+            print(f"preempted: resume with --resume (exit {e.exit_code})", file=sys.stderr)
+            sys.exit(e.exit_code)
+        raise
     except FloatingPointError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    except (ValueError, OSError, mp.ProcessRaisedException) as e:
-        # Data problems (a corrupt image, a bad label, a missing file) name the file in their
-        # message; the trainer has already logged the traceback, so end with that one line.
-        message = _last_error_line(e)
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(1)
+    except mp.ProcessRaisedException as e:
+        join = _join_failure(e, args)
+        if join is not None:
+            print(f"error: {join}", file=sys.stderr)
+            sys.exit(1)
+        _data_error_exit(e)
+    except (ValueError, OSError) as e:
+        _data_error_exit(e)
+
+
+_JOIN_ERRORS = ("DistStoreError", "DistNetworkError", "DistTimeoutError")
+
+
+def _join_failure(e: BaseException, args: Any) -> Any:
+    """One line for processes that could not form their group (a wrong --dist-url, a machine
+    that never started), or None for any other failure."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if not lines or not any(name in lines[-1] for name in _JOIN_ERRORS):
+        return None
+    return (
+        f"the {args.num_machines * args.num_gpus} processes did not all join at "
+        f"{args.dist_url} within --dist-timeout {args.dist_timeout:g} s ({lines[-1][:160]}); "
+        "check that --dist-url is machine 0's address and a free port, reachable from every "
+        "machine, and that all --num-machines machines were started"
+    )
+
+
+def _data_error_exit(e: BaseException) -> None:
+    """Data problems (a corrupt image, a bad label, a missing file) name the file in their
+    message; the trainer has already logged the traceback, so end with that one line."""
+    message = _last_error_line(e)
+    if message is None:
+        raise e
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
 
 
 # The final "SomeError: message" line of a traceback carried in an exception's text.

@@ -102,3 +102,15 @@ def test_a_planted_host_read_is_counted(tiny, train_inputs, monkeypatch):
     monkeypatch.setattr(meta.BMP, "forward", forward)
     _, reads = _step_on_meta(tiny, train_inputs(), AFTER_WARMUPS)
     assert reads == ["scalar", "copy to host"]
+
+
+def test_a_stop_vote_travels_in_the_same_exchange(tiny, train_inputs):
+    from bmp.engine import agreement
+
+    agreement.add_voter("stop_requested", lambda: 1.0)
+    try:
+        _, reads = _step_on_meta(tiny, train_inputs(), AFTER_WARMUPS)
+        assert reads == ["copy to host"]
+        assert agreement.latest("stop_requested") == [0.0]  # meta's host copy reads zeros
+    finally:
+        agreement.remove_voter("stop_requested")

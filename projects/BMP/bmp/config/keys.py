@@ -243,6 +243,13 @@ def _add_solver_config(cfg: CN) -> None:
     # Mixed precision (SOLVER.AMP.ENABLED, detectron2's key): "float16" (CUDA, with a gradient
     # scaler) or "bfloat16" (CUDA or CPU). Labels, counts and losses stay float32 either way.
     cfg.SOLVER.AMP.PRECISION = "float16"
+    # Preemption (bmp/engine/preemption.py): on one of these signals, training stops after the
+    # step in progress with a checkpoint of that iteration, on every process, and exits with
+    # EXIT_CODE (75, EX_TEMPFAIL: "try again"), so a requeued job continues with --resume.
+    # [] turns it off (the signals then act as usual).
+    cfg.SOLVER.PREEMPTION = CN()
+    cfg.SOLVER.PREEMPTION.SIGNALS = ["SIGTERM", "SIGUSR1"]
+    cfg.SOLVER.PREEMPTION.EXIT_CODE = 75
     cfg.SOLVER.MAX_ITER = 20000
     cfg.SOLVER.IMS_PER_BATCH = 4
     cfg.SOLVER.CHECKPOINT_PERIOD = 2000

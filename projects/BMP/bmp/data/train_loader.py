@@ -14,6 +14,7 @@ all processes) travels in the trainer's checkpoint and puts a resumed loader bac
 """
 
 import logging
+import weakref
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -23,6 +24,7 @@ from detectron2.utils import comm
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from bmp.seeding import derive_seed, forked_cpu_rng
+from bmp.utils.signals import ignore_signals, resolve_signals
 
 __all__ = [
     "PositionSampler",
@@ -115,6 +117,7 @@ class ResumableTrainLoader:
         seed: int,
         num_workers: int = 0,
         shuffle: bool = True,
+        worker_init_fn: Optional[Callable[[int], None]] = None,
     ) -> None:
         world = comm.get_world_size()
         if total_batch_size <= 0 or total_batch_size % world:
@@ -129,7 +132,9 @@ class ResumableTrainLoader:
         self.seed = seed
         self.num_workers = num_workers
         self.shuffle = shuffle
+        self.worker_init_fn = worker_init_fn
         self.samples = 0  # consumed by all processes together
+        self._open: "weakref.WeakSet[Iterator[List[Any]]]" = weakref.WeakSet()
 
     def _loader(self, start: int) -> DataLoader:
         sampler = PositionSampler(
@@ -150,15 +155,39 @@ class ResumableTrainLoader:
             num_workers=self.num_workers,
             collate_fn=_as_list,
             generator=generator,
+            worker_init_fn=self.worker_init_fn,
         )
 
     def __iter__(self) -> Iterator[List[Any]]:
-        start = self.samples
+        batches = self._batches()
+        self._open.add(batches)
+        return batches
+
+    def _batches(self) -> Iterator[List[Any]]:
+        start = self.samples  # read at the first batch: a load_state_dict before it counts
         if start:
             logger.info(f"Training data resumes at sample {start} (seed {self.seed}).")
-        for batch in self._loader(start):
-            self.samples += self.total_batch_size
-            yield batch
+        batches = iter(self._loader(start))
+        try:
+            for batch in batches:
+                self.samples += self.total_batch_size
+                yield batch
+        finally:
+            # Now, not when the iterator is collected: an error's traceback keeps it alive, and
+            # workers that ignore SIGTERM would then block the interpreter's exit.
+            shutdown = getattr(batches, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+
+    def close(self) -> None:
+        """Stop the workers of every open iteration now, through the loader's own shutdown.
+
+        The workers ignore the preemption signals, so they must not be left to the
+        interpreter's exit, which ends child processes with SIGTERM; the trainer calls this
+        when training ends, however it ends."""
+        for batches in list(self._open):
+            batches.close()
+        self._open.clear()
 
     def state_dict(self) -> Dict[str, int]:
         return {"seed": self.seed, "samples": self.samples}
@@ -182,10 +211,14 @@ def build_resumable_train_loader(cfg: CfgNode, mapper: Callable) -> ResumableTra
     waiting in the groups, which a resumed loader cannot know (and BMP's crops share one size).
     """
     dicts = get_detection_dataset_dicts(list(cfg.DATASETS.TRAIN), filter_empty=False)
+    # Workers ignore the preemption signals: the main process decides when to stop, and a
+    # worker killed by one would end the run before its checkpoint.
+    signals = resolve_signals(cfg.SOLVER.PREEMPTION.SIGNALS)
     return ResumableTrainLoader(
         DatasetFromList(dicts, copy=False),
         mapper,
         cfg.SOLVER.IMS_PER_BATCH,
         seed=resolve_seed(cfg.SEED),
         num_workers=cfg.DATALOADER.NUM_WORKERS,
+        worker_init_fn=ignore_signals(signals) if signals else None,
     )

@@ -10,22 +10,44 @@ on the host once. Every process then holds every process's values and decides al
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from detectron2.utils import comm
 from torch import Tensor
 
-__all__ = ["exchange"]
+__all__ = ["exchange", "add_voter", "remove_voter", "latest"]
+
+# Values every exchange carries besides its own: name -> a function giving this process's value
+# as a Python number (read on the host already, so it adds no sync), e.g. a stop request.
+_voters: dict[str, Callable[[], float]] = {}
+_latest: dict[str, list[float]] = {}
+
+
+def add_voter(name: str, value: Callable[[], float]) -> None:
+    """Carry ``value()`` of every process in each following exchange, under ``name``."""
+    _voters[name] = value
+
+
+def remove_voter(name: str) -> None:
+    _voters.pop(name, None)
+    _latest.pop(name, None)
+
+
+def latest(name: str) -> list[float] | None:
+    """Every process's value of ``name`` at the last exchange, or None if none carried it."""
+    return _latest.get(name)
 
 
 def exchange(values: Mapping[str, Tensor | float | bool], device=None) -> dict[str, list[float]]:
     """Each name's value on every process, in rank order: ``{name: [value of rank 0, ...]}``.
 
     Values are 0-d tensors (on the step's device; they are not read before the exchange) or
-    Python numbers. Collective when distributed: every process must call it with the same names
-    in the same order. One host read in all.
+    Python numbers; the registered voters' values travel with them. Collective when distributed:
+    every process must call it with the same names in the same order (voters included). One host
+    read in all.
     """
+    values = {**values, **{name: fn() for name, fn in _voters.items()}}
     names = list(values)
     tensors = [v for v in values.values() if isinstance(v, Tensor)]
     device = device or (tensors[0].device if tensors else torch.device("cpu"))
@@ -45,4 +67,6 @@ def exchange(values: Mapping[str, Tensor | float | bool], device=None) -> dict[s
     if world > 1:
         torch.distributed.all_reduce(table)
     rows = table.tolist()
-    return {name: [rows[r][i] for r in range(world)] for i, name in enumerate(names)}
+    result = {name: [rows[r][i] for r in range(world)] for i, name in enumerate(names)}
+    _latest.update({name: result[name] for name in _voters})
+    return result

@@ -47,6 +47,7 @@ from .amp import MixedPrecisionTrainer
 from .checkpoint import AtomicCheckpointer
 from .ddp import BroadcastBuffers, cpu_ddp_for_default_trainer
 from .finite_loss import add_finite_loss_check
+from .preemption import Preempted, PreemptionHook, resolve_signals
 from .progress_hook import PhaseETAHook, training_phases
 from .step_seed import SeedEveryStep
 
@@ -107,8 +108,20 @@ class BMPTrainer(DefaultTrainer):
 
     def train(self) -> Optional[Dict[str, Any]]:
         """Train; return the last evaluation's results (detectron2 only does with
-        ``TEST.EXPECTED_RESULTS``), so scripts can report them."""
-        super().train()
+        ``TEST.EXPECTED_RESULTS``), so scripts can report them.
+
+        A preemption signal ends it with ``SystemExit(SOLVER.PREEMPTION.EXIT_CODE)`` after the
+        checkpoint of the step in progress (:mod:`.preemption`)."""
+        try:
+            super().train()
+        except Preempted as stop:
+            if comm.get_world_size() > 1:  # leave the group cleanly before the process ends
+                comm.synchronize()
+                torch.distributed.destroy_process_group()
+            raise SystemExit(stop.exit_code) from None
+        finally:
+            if hasattr(self.data_loader, "close"):
+                self.data_loader.close()  # its workers end now, not at interpreter exit
         return getattr(self, "_last_eval_results", None)
 
     def state_dict(self) -> Dict[str, Any]:
@@ -144,6 +157,10 @@ class BMPTrainer(DefaultTrainer):
         readers = (hooks.PeriodicCheckpointer, hooks.EvalHook)
         before = next(i for i, h in enumerate(ret) if isinstance(h, readers))
         ret.insert(before, BroadcastBuffers())
+        signals = resolve_signals(self.cfg.SOLVER.PREEMPTION.SIGNALS)
+        if signals:  # after the checkpointer and before the evaluation (not run on preemption)
+            after = next((i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook)), len(ret))
+            ret.insert(after, PreemptionHook(signals, self.cfg.SOLVER.PREEMPTION.EXIT_CODE))
         # Before the writer (the last hook on the main process; absent on the others).
         writer = [i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)]
         ret.insert(writer[0] if writer else len(ret), FlushDeferredScalars())
