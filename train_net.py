@@ -19,14 +19,13 @@ from typing import Any
 
 import bmp  # noqa: F401  isort: skip  (first: it imports detectron2 without its jit warnings)
 import torch.multiprocessing as mp
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from bmp.config import ConfigError, check_config, load_config
-from bmp.engine import BMPTrainer
+from bmp.engine import AtomicCheckpointer, BMPTrainer
 from bmp.utils.signals import ignore_signals, resolve_signals
 
 logger = logging.getLogger("bmp.train_net")
@@ -49,9 +48,13 @@ def main(args: Any) -> Any:
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
+        checkpointer = AtomicCheckpointer(  # reads MODEL.WEIGHTS as data
+            model,
+            save_dir=cfg.OUTPUT_DIR,
+            save_to_disk=False,
+            unsafe_unpickle=cfg.MODEL.WEIGHTS_UNSAFE_UNPICKLE,
         )
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
@@ -147,7 +150,14 @@ def _data_error_exit(e: BaseException) -> None:
 
 # The final "SomeError: message" line of a traceback carried in an exception's text.
 _ERROR_LINE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*(Error|Exception)): (?P<message>.+)$")
-_DATA_ERRORS = ("ValueError", "FileNotFoundError", "OSError", "DamagedCheckpointError")
+_DATA_ERRORS = (
+    "ValueError",
+    "FileNotFoundError",
+    "OSError",
+    "DamagedCheckpointError",
+    "CheckpointFormatError",
+    "RefusedPickleError",
+)
 
 
 def _last_error_line(e: BaseException) -> Any:

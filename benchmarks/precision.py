@@ -56,17 +56,18 @@ def _cpu_bf16() -> list[str]:
 
 
 def _build(args: argparse.Namespace):
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
     from bmp.config import load_config
+    from bmp.engine.checkpoint import AtomicCheckpointer
 
     opts = ["MODEL.DEVICE", args.device, "MODEL.SEM_SEG_HEAD.NORM", "BN", "MODEL.WEIGHTS", ""]
     cfg = load_config(str(REPO / args.config), opts + list(args.opts))
     torch.manual_seed(0)
     model = build_model(cfg).train()
     if args.weights:
-        DetectionCheckpointer(model).load(args.weights)
+        unsafe = cfg.MODEL.WEIGHTS_UNSAFE_UNPICKLE  # the file is read as data unless set
+        AtomicCheckpointer(model, unsafe_unpickle=unsafe).load(args.weights)
     return cfg, model
 
 

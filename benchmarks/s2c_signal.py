@@ -34,9 +34,8 @@ import torch
 
 
 def measure(run_dir: Path, batches: int) -> Dict[str, float]:
-    from detectron2.checkpoint import DetectionCheckpointer
-
     from bmp.config import load_config
+    from bmp.engine.checkpoint import AtomicCheckpointer
     from bmp.engine.trainer import BMPTrainer
     from bmp.modeling.losses import s2c_loss
     from bmp.modeling.schedule import Phase
@@ -44,7 +43,9 @@ def measure(run_dir: Path, batches: int) -> Dict[str, float]:
     cfg = load_config(str(run_dir / "config.yaml"), ["MODEL.DEVICE", "cpu"], freeze=False)
     cfg.MODEL.WEIGHTS = str(run_dir / "model_final.pth")
     model = BMPTrainer.build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    AtomicCheckpointer(model, unsafe_unpickle=cfg.MODEL.WEIGHTS_UNSAFE_UNPICKLE).load(
+        cfg.MODEL.WEIGHTS
+    )
     model.eval()  # BN in inference mode, no dropout: the labels as the trained model sees them
     loader = iter(BMPTrainer.build_train_loader(cfg))
     labelled = agree = real = 0

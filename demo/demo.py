@@ -15,6 +15,7 @@ from detectron2.utils.logger import setup_logger
 
 import bmp  # noqa: F401  (registers the model and the datasets' metadata)
 from bmp.config import ConfigError, load_config
+from bmp.utils.safe_load import RefusedPickleError
 from bmp.visualization import BMPPredictor, write_panels
 
 
@@ -56,7 +57,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     try:
         run(args.config_file, args.input, args.output, args.opts)
-    except (ConfigError, FileNotFoundError, ImportError) as e:
+    except (ConfigError, FileNotFoundError, ImportError, RefusedPickleError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

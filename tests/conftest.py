@@ -2,6 +2,8 @@
 
 import logging
 import os
+import pickle
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -48,3 +50,45 @@ def datasets_root(tmp_path, monkeypatch):
     root.mkdir()
     monkeypatch.setenv("DETECTRON2_DATASETS", str(root))
     return root
+
+
+class _Payload:
+    """Unpickling this creates the folder ``marker``: a harmless stand-in for the code a crafted
+    weight file runs when it is unpickled fully."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+@pytest.fixture
+def crafted_weights(tmp_path):
+    """``make(state)`` writes weight files that run code when unpickled fully: ``state`` (a state
+    dict) under ``model`` next to a payload, as ``.pkl`` (pickle.dump, numpy arrays, detectron2's
+    layout), ``.pth`` (torch.save) and ``legacy.pth`` (torch's pre-zip format). The payload
+    creates ``.marker``, which a test checks for."""
+
+    def make(state):
+        folder = tmp_path / "crafted"
+        folder.mkdir()
+        marker = folder / "payload_ran"
+        files = SimpleNamespace(
+            pkl=folder / "weights.pkl",
+            pth=folder / "weights.pth",
+            legacy_pth=folder / "legacy.pth",
+            marker=marker,
+        )
+        arrays = {k: v.numpy() for k, v in state.items()}
+        with open(files.pkl, "wb") as f:
+            pickle.dump({"model": arrays, "__author__": "x", "payload": _Payload(str(marker))}, f)
+        torch.save({"model": dict(state), "payload": _Payload(str(marker))}, files.pth)
+        torch.save(
+            {"model": dict(state), "payload": _Payload(str(marker))},
+            files.legacy_pth,
+            _use_new_zipfile_serialization=False,
+        )
+        return files
+
+    return make

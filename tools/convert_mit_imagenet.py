@@ -18,6 +18,7 @@ import sys
 from collections import OrderedDict
 from typing import Any, List, Mapping, Sequence, Tuple
 
+from bmp.utils.safe_load import UNSAFE_UNPICKLE_HELP
 from bmp.utils.weights import CheckpointFormatError, load_state_dict_file, save_d2_checkpoint
 
 IMAGENET_HEAD_PREFIX = "head."
@@ -81,12 +82,15 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("input", help="SegFormer's mit_b*.pth")
     parser.add_argument("output", help="destination (.pkl for numpy arrays, or .pth)")
     parser.add_argument("--config-file", default="", help="check names and shapes against it")
+    parser.add_argument("--unsafe-unpickle", action="store_true", help=UNSAFE_UNPICKLE_HELP)
     parser.add_argument(
         "--opts", default=[], nargs=argparse.REMAINDER, help="config overrides (KEY VALUE ...)"
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        converted, dropped = mit_imagenet_to_d2(load_state_dict_file(args.input))
+        converted, dropped = mit_imagenet_to_d2(
+            load_state_dict_file(args.input, unsafe_unpickle=args.unsafe_unpickle)
+        )
         if args.config_file:
             check_against_backbone(converted, backbone_state_dict(args.config_file, args.opts))
     except (CheckpointFormatError, ValueError) as e:

@@ -185,8 +185,9 @@ def seed_miou(dataset: str, output_dir: str, dicts: Sequence[Dict], seed: str) -
 
 def build_model(cfg: Any) -> Any:
     """An eval-mode BMP that returns seeds built from the split's image-level labels."""
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model as d2_build_model
+
+    from bmp.engine.checkpoint import AtomicCheckpointer
 
     cfg = cfg.clone()
     cfg.defrost()
@@ -195,7 +196,9 @@ def build_model(cfg: Any) -> Any:
     cfg.TEST.BMP.EXTRA_OUTPUTS = True
     cfg.TEST.BMP.SEED_USE_GT_LABELS = True
     model = d2_build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    AtomicCheckpointer(model, unsafe_unpickle=cfg.MODEL.WEIGHTS_UNSAFE_UNPICKLE).load(
+        cfg.MODEL.WEIGHTS
+    )
     model.eval()
     return model
 
@@ -210,6 +213,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from bmp.data import SemSegEvalMapper
     from bmp.data.datasets import load_dataset_dicts
     from bmp.evaluation.crf import CRFParams, require_crf
+    from bmp.utils.safe_load import RefusedPickleError
+    from bmp.utils.weights import CheckpointFormatError
 
     try:
         cfg = load_config(args.config_file, list(args.opts))
@@ -238,12 +243,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ConfigError, ImportError, KeyError, ValueError, FileNotFoundError) as e:
         print(f"error: {str(e).strip(chr(34))}", file=sys.stderr)
         return 2
+    try:
+        model = build_model(cfg)
+    except (RefusedPickleError, CheckpointFormatError) as e:  # MODEL.WEIGHTS is read as data
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
     os.makedirs(args.output_dir, exist_ok=True)
     write_info(args.output_dir, settings, meta, dicts)
     palette = [v for rgb in _palette() for v in rgb]
     counts = export(
-        build_model(cfg),
+        model,
         SemSegEvalMapper(_resize_small(cfg), False),
         dicts,
         args.output_dir,

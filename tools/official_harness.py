@@ -130,11 +130,17 @@ def import_official(path: Path) -> SimpleNamespace:
     return SimpleNamespace(**mods, transforms=transforms, stand_ins=stand_ins, path=path)
 
 
-def build_their_model(official: SimpleNamespace, seed: int, checkpoint: str | None = None):
+def build_their_model(
+    official: SimpleNamespace,
+    seed: int,
+    checkpoint: str | None = None,
+    unsafe_unpickle: bool = False,
+):
     """Their MiT-B1 BMP (VOC, 21 classes): random weights from ``seed`` or a checkpoint's.
 
     Random weights get BatchNorm statistics that are not the identity, so the decoder's BatchNorm
-    is exercised too. The model is returned in train mode; callers choose.
+    is exercised too. The checkpoint is read as data unless ``unsafe_unpickle`` (a downloaded
+    file may be crafted to run code). The model is returned in train mode; callers choose.
     """
     from convert_bmp_official import strip_module_prefix
 
@@ -145,7 +151,8 @@ def build_their_model(official: SimpleNamespace, seed: int, checkpoint: str | No
         "mit_b1", num_classes=21, embedding_dim=256, stride=[4, 2, 2, 1], pooling="gmp"
     )
     if checkpoint:
-        model.load_state_dict(strip_module_prefix(load_state_dict_file(checkpoint)), strict=True)
+        state = load_state_dict_file(checkpoint, unsafe_unpickle=unsafe_unpickle)
+        model.load_state_dict(strip_module_prefix(state), strict=True)
     else:
         gen = torch.Generator().manual_seed(seed)
         for m in model.modules():

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from PIL import Image
@@ -87,3 +88,14 @@ def test_crf_without_extra_is_one_line_error(tmp_path, weights, capsys, monkeypa
                       "--opts", "MODEL.WEIGHTS", weights, "TEST.CRF.ENABLED", "True"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "pip install -e '.[crf]'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_weights_that_name_code_are_one_line_errors(tmp_path, crafted_weights, capsys):
+    files = crafted_weights({"unused.weight": torch.ones(1)})
+    code = demo.main(["--config-file", TINY, "--input", _one_image(tmp_path),
+                      "--output", str(tmp_path / "o"),
+                      "--opts", "MODEL.WEIGHTS", str(files.pkl)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "refused to unpickle 'posix.mkdir'" in err and "MODEL.WEIGHTS_UNSAFE_UNPICKLE" in err
+    assert not files.marker.exists()

@@ -70,7 +70,7 @@ def _train(cfg, resume: bool, stop_after: int = -1) -> BMPTrainer:
 
 
 def _final_state(out_dir):
-    return torch.load(os.path.join(out_dir, "model_final.pth"), weights_only=False)["model"]
+    return torch.load(os.path.join(out_dir, "model_final.pth"), weights_only=True)["model"]
 
 
 @pytest.mark.slow

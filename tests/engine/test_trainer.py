@@ -16,6 +16,7 @@ from bmp.data.synthetic import ensure_synthetic_wsss
 from bmp.engine.trainer import BMPTrainer, GroupLRLogger
 from bmp.evaluation import SeedEvaluator
 from bmp.evaluation.build import OutputGatedEvaluator
+from bmp.utils.safe_load import RefusedPickleError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "configs", "synthetic", "bmp_mit_tiny.yaml")
@@ -166,3 +167,16 @@ def test_initial_weights_follow_seed_whatever_ran_before(tiny_data, tmp_path):
     first, again, other = initial_weights(3, 11), initial_weights(3, 12), initial_weights(4, 11)
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_model_weights_are_read_as_data_unless_the_config_opts_in(
+    tiny_data, tmp_path, crafted_weights
+):
+    files = crafted_weights({"unused.weight": torch.ones(1)})
+    trainer = BMPTrainer(_cfg(tmp_path, "MODEL.WEIGHTS", str(files.pkl)))
+    with pytest.raises(RefusedPickleError, match="set MODEL.WEIGHTS_UNSAFE_UNPICKLE True"):
+        trainer.resume_or_load(resume=False)
+    assert not files.marker.exists()
+    opt_in = ["MODEL.WEIGHTS", str(files.pkl), "MODEL.WEIGHTS_UNSAFE_UNPICKLE", "True"]
+    BMPTrainer(_cfg(tmp_path, *opt_in)).resume_or_load(resume=False)
+    assert files.marker.is_dir()

@@ -2,6 +2,7 @@
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -48,3 +49,33 @@ def test_metrics():
 def test_a_wrong_checkout_path_is_one_clear_error(tmp_path: Path):
     with pytest.raises(SystemExit, match="BMP-WSSS checkout"):
         cmp.import_official(tmp_path)
+
+
+def _fake_official():
+    """Their model stands in as one layer; a checkpoint is loaded into it strictly."""
+    model = SimpleNamespace(BMP=lambda *args, **kwargs: torch.nn.Linear(2, 1, bias=False))
+    return SimpleNamespace(model=model, stand_ins=[])
+
+
+def test_a_checkpoint_that_names_code_is_refused(tmp_path, crafted_weights, capsys, monkeypatch):
+    files = crafted_weights({"weight": torch.full((1, 2), 3.0)})
+    monkeypatch.setattr(cmp, "import_official", lambda path: _fake_official())
+    argv = ["--official", str(tmp_path), "--checkpoint", str(files.pth)]
+    with torch.enable_grad():  # main() turns gradients off for the process; restored on exit
+        assert cmp.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {files.pth}: refused to unpickle")
+    assert "'posix.mkdir'" in err and "--unsafe-unpickle" in err
+    assert not files.marker.exists()
+
+    # With the opt-in the file is unpickled fully (the payload runs) and its weights are loaded.
+    model = harness.build_their_model(_fake_official(), 0, str(files.pth), unsafe_unpickle=True)
+    assert files.marker.is_dir()
+    assert torch.equal(model.weight, torch.full((1, 2), 3.0))
+
+
+def test_their_plain_state_dict_is_read_as_data(tmp_path):
+    path = tmp_path / "theirs.pth"
+    torch.save({"module.weight": torch.full((1, 2), 5.0)}, path)  # DataParallel's prefix
+    model = harness.build_their_model(_fake_official(), 0, str(path))
+    assert torch.equal(model.weight, torch.full((1, 2), 5.0))

@@ -9,6 +9,8 @@ import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
+from bmp.engine.checkpoint import AtomicCheckpointer
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -150,3 +152,32 @@ def test_cli_reports_unknown_keys_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "mystery" in err[0]
     assert not (tmp_path / "out.pth").exists()
+
+
+@pytest.mark.parametrize("kind", ["pkl", "pth"])
+def test_cli_refuses_a_file_that_names_code(tmp_path, crafted_weights, capsys, kind):
+    files = crafted_weights(_theirs())
+    src, dst = str(getattr(files, kind)), tmp_path / "ours.pth"
+    assert conv.main([src, str(dst)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {src}: refused to unpickle")
+    assert "'posix.mkdir'" in err and "--unsafe-unpickle" in err
+    assert not files.marker.exists() and not dst.exists()
+
+    assert conv.main([src, str(dst), "--unsafe-unpickle"]) == 0  # the user trusts it
+    assert files.marker.is_dir()
+    assert "cls_head.classifier.weight" in torch.load(dst, weights_only=True)["model"]
+
+
+def test_cli_reads_their_plain_state_dict_as_data(tmp_path):
+    """Their train_voc.py saves ``model.state_dict()``: an OrderedDict of tensors."""
+    src, dst = tmp_path / "theirs.pth", tmp_path / "ours.pkl"
+    torch.save(_theirs(), src)
+    assert conv.main([str(src), str(dst)]) == 0
+    target = _module_with_buffers(
+        {k: torch.zeros_like(v) for k, v in conv.official_to_bmp_d2(_theirs())[0].items()}
+    )
+    AtomicCheckpointer(target).load(str(dst))  # our converter's .pkl, read as data
+    assert torch.equal(
+        target.state_dict()["cls_head.classifier.weight"], _theirs()["classifier.weight"]
+    )

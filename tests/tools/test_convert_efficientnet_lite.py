@@ -121,3 +121,19 @@ def test_real_wheel_converts_completely(tmp_path, variant, n):
     assert sorted(tool.convert(variant, None, out)) == ["_fc.bias", "_fc.weight"]
     model = torch.load(out, map_location="cpu", weights_only=True)["model"]
     assert len(model) == n - 2
+
+
+def test_cli_refuses_a_file_that_names_code(tmp_path, crafted_weights, capsys):
+    tool = _load_tool()
+    files = crafted_weights({"_conv_stem.weight": torch.ones(1)})
+    out = tmp_path / "out.pth"
+    args = ["--variant", "lite0", "--input", str(files.pth), "--output", str(out)]
+    assert tool.main(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {files.pth}: refused to unpickle")
+    assert "'posix.mkdir'" in err and "--unsafe-unpickle" in err
+    assert not files.marker.exists() and not out.exists()
+    # Trusted by the user: read in full (and then rejected, as it holds no EfficientNet weights).
+    assert tool.main(args + ["--unsafe-unpickle"]) == 1
+    assert files.marker.is_dir()
+    assert "not an EfficientNet-PyTorch state dict" in capsys.readouterr().err

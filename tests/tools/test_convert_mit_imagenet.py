@@ -2,6 +2,8 @@
 
 import importlib.util
 import os
+import pickle
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -70,3 +72,32 @@ def test_cli_checks_against_the_configured_backbone(tmp_path):
     torch.save(src_state, src)
     assert conv.main([str(src), str(tmp_path / "bad.pkl"), "--config-file", config]) == 2
     assert not (tmp_path / "bad.pkl").exists()
+
+
+@pytest.mark.parametrize("kind", ["pkl", "pth"])
+def test_cli_refuses_a_file_that_names_code(tmp_path, crafted_weights, capsys, kind):
+    files = crafted_weights({"norm1.weight": torch.ones(4)})
+    src, dst = str(getattr(files, kind)), tmp_path / "out.pkl"
+    assert conv.main([src, str(dst)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {src}: refused to unpickle")
+    assert "'posix.mkdir'" in err and "--unsafe-unpickle" in err
+    assert not files.marker.exists() and not dst.exists()
+
+    assert conv.main([src, str(dst), "--unsafe-unpickle"]) == 0  # the user trusts it
+    assert files.marker.is_dir() and dst.exists()
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".pkl"])
+def test_cli_reads_segformer_files_as_data(tmp_path, suffix):
+    """SegFormer's mit_b*.pth is a plain OrderedDict; some copies nest it under state_dict."""
+    state = OrderedDict([("norm1.weight", torch.ones(4)), ("head.weight", torch.ones(10, 4))])
+    src = tmp_path / f"mit{suffix}"
+    if suffix == ".pth":
+        torch.save({"state_dict": state}, src)
+    else:
+        with open(src, "wb") as f:
+            pickle.dump({k: v.numpy() for k, v in state.items()}, f)
+    assert conv.main([str(src), str(tmp_path / "out.pth")]) == 0
+    out = torch.load(tmp_path / "out.pth", weights_only=True)["model"]
+    assert list(out) == ["backbone.norm1.weight"]

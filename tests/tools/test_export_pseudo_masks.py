@@ -158,3 +158,12 @@ def test_masks_without_info_or_an_overwrite_are_never_mixed(tmp_path):
         tool.check_resumable(str(tmp_path), {"seed": "par"}, overwrite=False)
     tool.check_resumable(str(tmp_path), {"seed": "par"}, overwrite=True)
     assert not (tmp_path / "SegmentationClass").exists()  # emptied before anything is written
+
+
+def test_weights_that_name_code_are_refused(setup, crafted_weights, capsys):
+    _, out = setup
+    files = crafted_weights({"unused.weight": torch.ones(1)})
+    assert _run(str(files.pth), out) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "refused to unpickle 'posix.mkdir'" in err
+    assert not files.marker.exists() and not out.exists()

@@ -19,10 +19,12 @@ from detectron2.config import CfgNode
 from detectron2.data import Metadata, MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
+from detectron2.modeling import build_model
 from detectron2.utils.visualizer import Visualizer
 
 from .config import adapt_config_to_machine
 from .data.eval_size import EvalImageSize
+from .engine.checkpoint import AtomicCheckpointer
 from .evaluation.crf import CRFParams, require_crf
 from .evaluation.crf_evaluator import crf_refine_output
 from .modeling import with_test_time_augmentation
@@ -57,7 +59,7 @@ class BMPPredictor(DefaultPredictor):
     (a demo image has no image-level label, so seeds use the predicted classes); the image gets
     the evaluation's test size (:mod:`bmp.data.eval_size`); ``TEST.AUG`` wraps the model in
     test-time augmentation; ``TEST.CRF.ENABLED`` adds ``sem_seg_crf`` (the CRF marginals); the
-    outputs come back on the CPU.
+    outputs come back on the CPU; ``MODEL.WEIGHTS`` is read as data (:mod:`bmp.utils.safe_load`).
     """
 
     def __init__(self, cfg: CfgNode) -> None:
@@ -71,8 +73,14 @@ class BMPPredictor(DefaultPredictor):
         self.crf = CRFParams.from_config(cfg.TEST.CRF)
         if self.crf is not None:
             require_crf()
-        super().__init__(cfg)
-        self.model = with_test_time_augmentation(self.cfg, self.model)
+        # Not DefaultPredictor.__init__: its checkpointer unpickles MODEL.WEIGHTS fully, so a
+        # crafted .pkl would run code; ours reads it as data. The rest is what that sets up.
+        self.cfg = cfg
+        model = build_model(cfg).eval()
+        unsafe = cfg.MODEL.WEIGHTS_UNSAFE_UNPICKLE
+        AtomicCheckpointer(model, unsafe_unpickle=unsafe).load(cfg.MODEL.WEIGHTS)
+        self.input_format = cfg.INPUT.FORMAT
+        self.model = with_test_time_augmentation(self.cfg, model)
         self.metadata = demo_metadata(self.cfg)
         self.test_size = EvalImageSize.from_config(self.cfg)
 

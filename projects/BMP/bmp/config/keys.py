@@ -44,6 +44,11 @@ def _add_model_config(cfg: CN) -> None:
     # ImageNet statistics in RGB order, 0-255, as SegFormer's MiT weights expect.
     cfg.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
     cfg.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
+    # The files the checkpointer reads (MODEL.WEIGHTS, and checkpoints on --resume) are read as
+    # data: tensors, numpy arrays and plain containers; a file naming any other code is refused,
+    # as unpickling would run it. True unpickles them fully: only for files you trust, since a
+    # crafted file then runs code on this machine.
+    cfg.MODEL.WEIGHTS_UNSAFE_UNPICKLE = False
 
     cfg.MODEL.BMP = CN()
     # K foreground classes; the segmentation branch predicts K + 1 with background = 0

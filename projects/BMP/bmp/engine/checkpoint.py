@@ -8,6 +8,10 @@ place with :func:`os.replace`, which is atomic on POSIX, so "last" always names 
 What a kill can still leave behind is handled when the checkpointer starts: temporary files of
 interrupted writes are removed, and ``--resume`` skips a checkpoint that cannot be read (copied
 in truncated, say) with one warning line, resuming from the newest one that loads.
+
+Every file the checkpointer reads (``MODEL.WEIGHTS``, a resumed checkpoint) is read as data, as
+detectron2's plain ``pickle.load`` would run whatever code a downloaded file names; see
+:mod:`bmp.utils.safe_load`. ``MODEL.WEIGHTS_UNSAFE_UNPICKLE`` is the opt-in for a trusted file.
 """
 
 import glob
@@ -16,12 +20,16 @@ import pickle
 import zipfile
 from typing import Any, Dict, List, Optional
 
-import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from bmp.utils.file_io import atomic_torch_save, atomic_write, remove_stale_temp_files
+from bmp.utils.safe_load import RefusedPickleError, read_weights_file
+from bmp.utils.weights import CheckpointFormatError
 
 __all__ = ["AtomicCheckpointer", "DamagedCheckpointError", "checkpoint_damage"]
+
+# How the user of a config opts in to full unpickling (named in refusals).
+CONFIG_OPT_IN = "set MODEL.WEIGHTS_UNSAFE_UNPICKLE True"
 
 
 class DamagedCheckpointError(ValueError):
@@ -46,14 +54,17 @@ def checkpoint_damage(path: str) -> Optional[str]:
 
     Checked before loading, because a failed ``load`` can leave detectron2's checkpointer unable
     to load again. A zip-format file (what ``torch.save`` writes) is checked by its CRCs without
-    unpickling; anything else (truncated zips included) only by reading it.
+    unpickling; anything else (truncated zips included) only by reading it as data. A file that
+    names code is not damaged: loading it reports the refusal (or honours the opt-in).
     """
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
                 bad = archive.testzip()
             return None if bad is None else f"member '{bad}' fails its CRC check"
-        torch.load(path, map_location="cpu", weights_only=False)
+        read_weights_file(path, opt_in=CONFIG_OPT_IN)
+    except RefusedPickleError:
+        return None
     except _READ_ERRORS as e:
         return _one_line(e)
     return None
@@ -65,14 +76,17 @@ class AtomicCheckpointer(DetectionCheckpointer):
     * checkpoint and ``last_checkpoint`` writes go through :func:`atomic_write`;
     * on construction (main process), leftover temporary files of killed writes are removed;
     * ``resume_or_load(..., resume=True)`` falls back from an unreadable checkpoint to the
-      newest readable one in the folder, with one warning line naming the damaged file.
+      newest readable one in the folder, with one warning line naming the damaged file;
+    * every file is read as data (tensors, numpy arrays, plain containers) unless
+      ``unsafe_unpickle`` (``MODEL.WEIGHTS_UNSAFE_UNPICKLE``) is set.
 
     Remote save folders (``scheme://``) keep fvcore's behaviour, as ``os.replace`` cannot reach
     them.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, unsafe_unpickle: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.unsafe_unpickle = unsafe_unpickle
         if self.save_dir and self.save_to_disk and self._is_local():
             removed = remove_stale_temp_files(self.save_dir)
             if removed:
@@ -115,6 +129,34 @@ class AtomicCheckpointer(DetectionCheckpointer):
             f"--resume found no readable checkpoint in '{self.save_dir}' (tried "
             f"{len(candidates)}); delete the damaged files, or train without --resume."
         )
+
+    def _load_file(self, filename: str) -> Dict[str, Any]:
+        """detectron2's layouts (its ``.pkl``, Caffe2 blobs, pycls ``.pyth``, ``.pth``), read as
+        data: detectron2's own reader unpickles ``.pkl`` files fully."""
+        data = read_weights_file(
+            filename, unsafe_unpickle=self.unsafe_unpickle, opt_in=CONFIG_OPT_IN
+        )
+        if not isinstance(data, dict):
+            raise CheckpointFormatError(
+                f"{filename} holds a {type(data).__name__}, not a checkpoint (a dict of weights)."
+            )
+        if filename.endswith(".pkl"):
+            if "model" in data and "__author__" in data:  # detectron2's model-zoo format
+                self.logger.info(f"Reading a file from '{data['__author__']}'")
+                return data
+            blobs = data.get("blobs", data)  # Caffe2 / Detectron1: detection models nest them
+            weights = {k: v for k, v in blobs.items() if not k.endswith("_momentum")}
+            return {"model": weights, "__author__": "Caffe2", "matching_heuristics": True}
+        if filename.endswith(".pyth"):  # pycls
+            if "model_state" not in data:
+                raise CheckpointFormatError(f"{filename}: a pycls .pyth file needs 'model_state'.")
+            weights = {
+                k: v
+                for k, v in data["model_state"].items()
+                if not k.endswith("num_batches_tracked")
+            }
+            return {"model": weights, "__author__": "pycls", "matching_heuristics": True}
+        return data if "model" in data else {"model": data}
 
     def save(self, name: str, **kwargs: Any) -> None:
         if not self.save_dir or not self.save_to_disk:

@@ -147,7 +147,10 @@ class BMPTrainer(DefaultTrainer):
             require_crf()  # a missing extra fails now, not at the first evaluation
         # The checkpointer the hooks save with: atomic writes and a damage-aware resume.
         self.checkpointer = AtomicCheckpointer(
-            self._trainer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+            self._trainer.model,
+            self.cfg.OUTPUT_DIR,
+            unsafe_unpickle=self.cfg.MODEL.WEIGHTS_UNSAFE_UNPICKLE,
+            trainer=weakref.proxy(self),
         )
         ret = super().build_hooks()
         ret.insert(1, GroupLRLogger())

@@ -8,9 +8,11 @@ import os
 import pickle
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 
 from .file_io import atomic_torch_save, atomic_write
+from .safe_load import read_weights_file
 
 __all__ = [
     "CheckpointFormatError",
@@ -39,25 +41,25 @@ def extract_state_dict(obj: Any, path: str) -> Mapping[str, Any]:
     )
 
 
-def load_state_dict_file(path: str) -> Mapping[str, Any]:
+def load_state_dict_file(path: str, *, unsafe_unpickle: bool = False) -> Mapping[str, Any]:
     """Read the state dict of a ``.pth``/``.pt`` (torch) or ``.pkl`` (pickled numpy) file.
 
-    Full unpickling is allowed because third-party training checkpoints often store numpy
-    scalars or argparse namespaces next to the weights; only load files you trust.
+    The file is read as data (:mod:`bmp.utils.safe_load`), as downloaded weights may be crafted
+    to run code; ``unsafe_unpickle`` (the tools' ``--unsafe-unpickle``) fully unpickles a file
+    the user trusts.
     """
     if not os.path.isfile(path):
         raise CheckpointFormatError(f"{path} does not exist.")
-    if path.endswith(".pkl"):
-        with open(path, "rb") as f:
-            return extract_state_dict(pickle.load(f, encoding="latin1"), path)
-    return extract_state_dict(torch.load(path, map_location="cpu", weights_only=False), path)
+    return extract_state_dict(read_weights_file(path, unsafe_unpickle=unsafe_unpickle), path)
 
 
 def save_d2_checkpoint(state: Mapping[str, Any], path: str, author: str) -> None:
     """Write ``{"model": state, "__author__": author}`` atomically, loadable as MODEL.WEIGHTS.
 
     ``.pkl`` stores numpy arrays (detectron2's model-zoo format); any other suffix stores torch
-    tensors. Both load through ``DetectionCheckpointer`` without name-matching heuristics.
+    tensors (numpy arrays of a ``.pkl`` input converted), so that ``torch.load(weights_only=True)``
+    reads it without an allow-list. Both load through ``DetectionCheckpointer`` without
+    name-matching heuristics.
     """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if path.endswith(".pkl"):
@@ -67,4 +69,7 @@ def save_d2_checkpoint(state: Mapping[str, Any], path: str, author: str) -> None
         data = {"model": arrays, "__author__": author, "matching_heuristics": False}
         atomic_write(path, lambda f: pickle.dump(data, f))
     else:
-        atomic_torch_save({"model": dict(state), "__author__": author}, path)
+        tensors = {
+            k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in state.items()
+        }
+        atomic_torch_save({"model": tensors, "__author__": author}, path)

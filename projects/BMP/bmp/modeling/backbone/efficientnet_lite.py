@@ -38,6 +38,8 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from timm.layers import BatchNormAct2d, freeze_batch_norm_2d
 from torch import nn
 
+from ...utils.safe_load import read_weights_file
+
 __all__ = [
     "EFFICIENTNET_FEATURES",
     "EfficientNetLite",
@@ -169,11 +171,24 @@ def timm_to_backbone_names(timm_state: Mapping[str, torch.Tensor]) -> Dict[str, 
     return out
 
 
-def load_efficientnet_pytorch_file(path: str) -> Dict[str, torch.Tensor]:
-    """Read an EfficientNet-PyTorch ``.pth`` (a flat name -> tensor dict), tensors only."""
+# How a user whose EfficientNet file needs full unpickling proceeds from the backbone's side.
+_PRETRAINED_OPT_IN = (
+    "convert it with `tools/convert_efficientnet_lite.py --unsafe-unpickle` and give the result "
+    "as MODEL.WEIGHTS"
+)
+
+
+def load_efficientnet_pytorch_file(
+    path: str, *, unsafe_unpickle: bool = False, opt_in: str = _PRETRAINED_OPT_IN
+) -> Dict[str, torch.Tensor]:
+    """Read an EfficientNet-PyTorch ``.pth`` (a flat name -> tensor dict), tensors only.
+
+    Read as data (:mod:`bmp.utils.safe_load`) unless ``unsafe_unpickle``; a refusal's message
+    ends with ``opt_in``, how the caller's user proceeds.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"EfficientNet-Lite checkpoint {path!r} does not exist.")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_weights_file(path, unsafe_unpickle=unsafe_unpickle, opt_in=opt_in)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
