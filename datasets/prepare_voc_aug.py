@@ -14,7 +14,7 @@ Outputs in VOC2012/:
   image_sizes.txt                   "<stem> <h> <w>" (spares reading image headers at load time)
 
 Idempotent: existing masks are kept unless --overwrite; lists and labels are rewritten. SBD .mat
-files are read with BMP's own MAT-file reader (no scipy needed).
+files are read with SciPy (the optional ``voc`` extra).
 """
 
 import argparse

@@ -42,8 +42,9 @@ STEP_ITERATIONS = (2000, 2001, 5000)
 TERMS = ("cls", "c2s", "s2c", "aff")
 
 
-def build_our_training(theirs: nn.Module, config: str, opts: list[str]):
-    """Our model with their weights, and the optimizer and LR schedule our trainer builds."""
+def build_our_training(theirs: nn.Module, config: str, opts: list[str], keep_dropout=False):
+    """Our model with their weights, and the optimizer and LR schedule our trainer builds;
+    dropout and drop-path off unless ``keep_dropout`` (timing runs keep them as in training)."""
     from bmp.config import load_config
     from bmp.engine.trainer import BMPTrainer
 
@@ -59,7 +60,9 @@ def build_our_training(theirs: nn.Module, config: str, opts: list[str]):
     missing = [k for k in result.missing_keys if not any(re.fullmatch(p, k) for p in OUR_UNUSED)]
     if missing or result.unexpected_keys:
         raise SystemExit(f"error: weights do not fit {config}: {missing} {result.unexpected_keys}")
-    disable_dropout(model).train()
+    if not keep_dropout:
+        disable_dropout(model)
+    model.train()
     optimizer = BMPTrainer.build_optimizer(cfg, model)
     scheduler = BMPTrainer.build_lr_scheduler(cfg, optimizer)
     return cfg, model, optimizer, scheduler

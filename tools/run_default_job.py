@@ -139,6 +139,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"\n[demo] BMP on the embedded synthetic dataset ({minutes:.1f} min)\n\n{table}\n")
     print(f"[demo] per-class IoU tables: {args.output_dir}/eval_*.md")
     print(f"[demo] panels: {os.path.dirname(panels[0]) if panels else 'none'}")
+    print(f"[demo] how the pseudo labels evolved: tensorboard --logdir {args.output_dir}")
     print(f"[demo] checkpoint: {final}")
     return 0 if _has_all(results) else 1
 

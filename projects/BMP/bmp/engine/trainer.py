@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog, build_detection_test_loader
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer, default_writers, hooks
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.modeling import build_model
@@ -50,6 +50,7 @@ from .finite_loss import add_finite_loss_check
 from .preemption import Preempted, PreemptionHook, resolve_signals
 from .progress_hook import PhaseETAHook, training_phases
 from .step_seed import SeedEveryStep
+from .training_panels import TrainingPanels
 
 __all__ = ["BMPTrainer", "GroupLRLogger", "FlushDeferredScalars"]
 
@@ -164,9 +165,14 @@ class BMPTrainer(DefaultTrainer):
         if signals:  # after the checkpointer and before the evaluation (not run on preemption)
             after = next((i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook)), len(ret))
             ret.insert(after, PreemptionHook(signals, self.cfg.SOLVER.PREEMPTION.EXIT_CODE))
+        if self.cfg.VIS_PERIOD > 0:
+            names = list(self.cfg.DATASETS.TRAIN)
+            meta = MetadataCatalog.get(names[0]) if names else MetadataCatalog.get("__none__")
+            ignore = self.cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
+            panels = TrainingPanels(self.cfg.VIS_PERIOD, meta, ignore)
+            ret.insert(_writer_index(ret), panels)  # before the writer, which writes the panel
         # Before the writer (the last hook on the main process; absent on the others).
-        writer = [i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)]
-        ret.insert(writer[0] if writer else len(ret), FlushDeferredScalars())
+        ret.insert(_writer_index(ret), FlushDeferredScalars())
         ret.insert(0, SeedEveryStep(self.seed))
         ret.insert(0, PhaseETAHook(self.max_iter, training_phases(self.cfg)))
         return ret
@@ -234,6 +240,11 @@ class BMPTrainer(DefaultTrainer):
             if res:
                 write_eval_report(res, cfg.OUTPUT_DIR, name, tag)
         return results
+
+
+def _writer_index(ret: List[hooks.HookBase]) -> int:
+    writer = [i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)]
+    return writer[0] if writer else len(ret)
 
 
 def _iteration_tag(max_iter: int) -> str:

@@ -36,8 +36,9 @@ from ..interaction import cam_confidence, reweight_features
 from ..precision import full_precision
 from ..pseudo_labeller import PseudoLabeller
 from ..pseudo_labels import valid_boxes
-from ..schedule import current_iteration
+from ..schedule import NO_STORAGE_ITER, current_iteration
 from ..structures import Batch, BranchOutputs
+from ..training_view import TrainingView
 
 __all__ = ["BMP", "group_by_size"]
 
@@ -84,6 +85,7 @@ class BMP(nn.Module):
         extra_outputs: bool = False,
         seed_use_gt_labels: bool = False,
         freeze_bn_stats: bool = False,
+        vis_period: int = 0,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -100,6 +102,8 @@ class BMP(nn.Module):
         self.extra_outputs = extra_outputs
         self.seed_use_gt_labels = seed_use_gt_labels
         self.freeze_bn_stats = freeze_bn_stats
+        self.vis_period = vis_period
+        self._view: TrainingView | None = None
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> dict:
@@ -131,6 +135,7 @@ class BMP(nn.Module):
             "extra_outputs": cfg.TEST.BMP.EXTRA_OUTPUTS,
             "seed_use_gt_labels": cfg.TEST.BMP.SEED_USE_GT_LABELS,
             "freeze_bn_stats": bmp.PSEUDO.FREEZE_BN_STATS,
+            "vis_period": cfg.VIS_PERIOD,
         }
 
     @property
@@ -228,7 +233,29 @@ class BMP(nn.Module):
         with record_function("bmp.losses"), full_precision(self.device):
             losses = self.criterion(main, targets, batch.cls_label, phase)
         self._log_ignore_ratio(targets.get("c2s"), batch.valid)
+        self._keep_view(batch, main, targets, phase)
         return losses
+
+    def take_training_view(self) -> TrainingView | None:
+        """The first image of the latest ``VIS_PERIOD`` step, once (then None until the next)."""
+        view, self._view = self._view, None
+        return view
+
+    def _keep_view(self, batch: Batch, main: BranchOutputs, targets: dict, phase) -> None:
+        it = current_iteration()
+        if self.vis_period <= 0 or it == NO_STORAGE_ITER or it % self.vis_period:
+            return
+        self._view = TrainingView(
+            iteration=it,
+            image=batch.images[0].detach(),
+            cam_logits=main.cam_logits[0].detach(),
+            cls_label=batch.cls_label[0],
+            valid=batch.valid[0],
+            seg_logits=main.seg_up()[0].detach(),
+            c2s=targets["c2s"][0] if "c2s" in targets else None,
+            c2s_kind="BSP" if phase.bsp else "PAR",
+            s2c=targets["s2c"][0] if "s2c" in targets else None,
+        )
 
     def _log_ignore_ratio(self, c2s_labels: Tensor | None, valid: Tensor) -> None:
         """Share of real pixels that the c2s labels leave unsupervised, over the steps between
