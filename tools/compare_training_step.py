@@ -10,7 +10,8 @@ detectron2's ``SimpleTrainer.run_step`` over the model, optimizer and LR schedul
 
 * each loss term (unweighted, where our schedule has it on) and the total;
 * the labels each side trained on: c2s (PAR or BSP), s2c and affinity, as a share of equal pixels;
-* the gradients: the worst parameter by max |ours - theirs| / max |theirs|, leaving apart the
+* the gradients: ||ours - theirs|| / ||theirs|| over the whole gradient, and the worst single
+  parameter by max |ours - theirs| / max |theirs|, leaving apart the
   gradients that are zero in exact arithmetic and float noise on both sides (below 1e-6 of the
   largest gradient: the decoder's ``linear_c*`` biases, which its BatchNorm cancels);
 * the decoder's BatchNorm buffers after the step;
@@ -172,6 +173,13 @@ def _worst(ours: dict, theirs: dict, zero_below: float = 0.0) -> tuple[float, st
     return worst, name, zeros
 
 
+def _relative_l2(ours: dict, theirs: dict) -> float:
+    """||ours - theirs|| / ||theirs|| over all the tensors together (the whole gradient)."""
+    diff = sum(float((ours[k].double() - t.double()).square().sum()) for k, t in theirs.items())
+    norm = sum(float(t.double().square().sum()) for t in theirs.values())
+    return (diff / max(norm, 1e-300)) ** 0.5
+
+
 def _agreement(ours: torch.Tensor | None, theirs: torch.Tensor) -> float | None:
     if ours is None:
         return None
@@ -211,9 +219,9 @@ def step_row(official, config, opts, seed, crops, boxes, labels, iteration: int)
     row["c2s_kind"] = "BSP" if phase.bsp else "PAR"
     row["s2c_labels"] = _agreement(targets.get("s2c"), y_s)
     row["aff_labels"] = _agreement(targets.get("aff"), t["aff_label"])
-    row["grad"], row["grad_worst"], row["grad_zero"] = _worst(
-        _grads(model, True), _grads(theirs, False), zero_below=1e-6
-    )
+    ours_g, theirs_g = _grads(model, True), _grads(theirs, False)
+    row["grad"], row["grad_worst"], row["grad_zero"] = _worst(ours_g, theirs_g, zero_below=1e-6)
+    row["grad_l2"] = _relative_l2(ours_g, theirs_g)
     after = model.state_dict()
     bn_t = _bn_buffers(dict(official_to_bmp_d2(theirs.state_dict())[0]))
     row["bn"], row["bn_worst"], _ = _worst({k: after[k] for k in bn_t}, bn_t)

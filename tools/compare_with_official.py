@@ -401,7 +401,7 @@ def step_line(r: dict) -> str:
         + " ".join(f"| {_fmt(r[f'loss_{t}'], '.1e')}" for t in ("cls", "c2s", "s2c", "aff"))
         + f" | {_fmt(r['c2s_labels'], '.2f', '%')} {r['c2s_kind'] if r['c2s_labels'] else ''} "
         f"| {_fmt(r['s2c_labels'], '.2f', '%')} | {_fmt(r['aff_labels'], '.2f', '%')} "
-        f"| {r['grad']:.1e} | {r['bn']:.1e} "
+        f"| {r['grad_l2']:.1e} | {r['grad']:.1e} | {r['bn']:.1e} "
         f"| {', '.join(f'{o}/{t}' for o, t in r['bn_tracked'].values())} |"
     )
 
@@ -409,17 +409,19 @@ def step_line(r: dict) -> str:
 def step_table(rows: list[dict]) -> list[str]:
     lines = [
         "| case | iteration | total loss | cls | c2s | s2c | aff | c2s labels | s2c labels "
-        "| aff labels | gradients | BN buffers | BN batches (ours/theirs) |",
-        "|---" * 13 + "|",
+        "| aff labels | gradient (all) | gradient (worst parameter) | BN buffers "
+        "| BN batches (ours/theirs) |",
+        "|---" * 14 + "|",
     ]
     lines += [step_line(r) for r in rows]
     worst = max(rows, key=lambda r: r["grad"])
     zeros = sorted({k for r in rows for k in r["grad_zero"]})
     lines += [
         "",
-        "Losses, gradients, BN running mean/var: max |ours - theirs| / max |theirs| (worst "
-        f"gradient: `{worst['grad_worst']}` at {worst['iteration']}, {worst['case']}; left apart "
-        "as zero on both sides, below 1e-6 of the largest gradient: "
+        "Gradient (all): ||ours - theirs|| / ||theirs|| over every parameter's gradient together. "
+        "Losses, gradient (worst parameter), BN running mean/var: max |ours - theirs| / max "
+        f"|theirs| (worst: `{worst['grad_worst']}` at {worst['iteration']}, {worst['case']}; "
+        "left apart as zero on both sides, below 1e-6 of the largest gradient: "
         f"{', '.join(f'`{z}`' for z in zeros) or 'none'}). Labels: % of pixels (pairs, for "
         "affinity) equal. off: the term is not on at that iteration on our side. Colours "
         "'exact': the crops snapped to the colours their uint8 round trip keeps.",
