@@ -371,14 +371,15 @@ def results_table(
     """The markdown table (one row per baseline, then per variant that ran) and its JSON.
 
     Baselines are rows measured without training (e.g. all background): ``{column key: value}``.
-    Variants that did not run are listed under the table with the reason.
+    Variants that did not run are listed under the table with the reason. The last column names
+    the commits of the code each row's runs were trained at.
     """
-    header = ["variant", "seeds"] + [c.header for c in columns]
+    header = ["variant", "seeds"] + [c.header for c in columns] + ["code"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     summary: dict[str, Any] = {"baselines": dict(baselines), "variants": {}, "not_run": {}}
     for label, values in baselines:
         cells = [f"{values[c.key]:.1f}" if c.key in values else "-" for c in columns]
-        lines.append(f"| {label} | - | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | - | " + " | ".join(cells) + " | - |")
     for v in variants:
         mine = sorted((r for r in runs if r.variant.key == v.key), key=lambda r: r.seed)
         if not mine:
@@ -388,7 +389,10 @@ def results_table(
         values = {c.key: column_values(mine, c, facts) for c in columns}
         seeds = [r.seed for r in mine]
         cells = [mean_std(values[c.key]) for c in columns]
-        lines.append(f"| {v.label} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " |")
+        code = ", ".join(dict.fromkeys(r.commit for r in mine))
+        lines.append(
+            f"| {v.label} | {','.join(map(str, seeds))} | " + " | ".join(cells) + f" | {code} |"
+        )
         summary["variants"][v.key] = {
             "label": v.label,
             "config": v.config,
