@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 import warnings
@@ -30,21 +29,12 @@ from statistics import median
 from typing import Any
 
 import torch
+from speed import cpu_name, timing_inputs
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PAST_WARMUPS = 1_000_000
 DTYPES = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "CPU"
 
 
 def _cpu_bf16() -> list[str]:
@@ -69,24 +59,6 @@ def _build(args: argparse.Namespace):
         unsafe = cfg.MODEL.WEIGHTS_UNSAFE_UNPICKLE  # the file is read as data unless set
         AtomicCheckpointer(model, unsafe_unpickle=unsafe).load(args.weights)
     return cfg, model
-
-
-def _inputs(batch: int, crop: int, num_classes: int) -> list[dict]:
-    """Smooth random images (blobs), a padded strip and two classes each (as speed.py)."""
-    import torch.nn.functional as F
-
-    gen = torch.Generator().manual_seed(0)
-    inputs = []
-    for i in range(batch):
-        low = torch.rand(1, 3, max(1, crop // 16), max(1, crop // 16), generator=gen) * 255
-        image = F.interpolate(low, size=(crop, crop), mode="bilinear", align_corners=False)[0]
-        valid = torch.ones(crop, crop, dtype=torch.bool)
-        valid[:, crop - crop // 8 :] = False
-        label = torch.zeros(num_classes)
-        label[[i % num_classes, (i + 5) % num_classes]] = 1.0
-        inputs.append({"image": image.round().to(torch.uint8), "cls_label": label,
-                       "valid_mask": valid})  # fmt: skip
-    return inputs
 
 
 class _Step:
@@ -160,8 +132,9 @@ def _count_syncs(step: _Step, inputs: list[dict]) -> int:
 
 def measure_crop(args, cfg, model, crop: int) -> dict[str, Any]:
     device = model.device
-    inputs = [{k: v.to(device) for k, v in d.items()} for d in
-              _inputs(args.batch, crop, cfg.MODEL.BMP.NUM_CLASSES)]  # fmt: skip
+    gen = torch.Generator().manual_seed(0)
+    made = timing_inputs(args.batch, crop, cfg.MODEL.BMP.NUM_CLASSES, gen)
+    inputs = [{k: v.to(device) for k, v in d.items()} for d in made]
     steps = {name: _Step(model, DTYPES[name]) for name in args.precisions}
     times: dict[str, list[float]] = {name: [] for name in steps}
     peak: dict[str, float] = {}
@@ -193,7 +166,7 @@ def measure_crop(args, cfg, model, crop: int) -> dict[str, Any]:
 
 def _markdown(args, rows: list[dict], device_name: str, minutes: float) -> str:
     head = ["crop"] + [f"{p} s/it" for p in args.precisions]
-    head += [f"{p} vs {args.precisions[0]}" for p in args.precisions[1:]]
+    head += [f"speed-up of {p} ({args.precisions[0]} time / {p} time)" for p in args.precisions[1:]]
     head += [f"{p} labels = {args.precisions[0]} (c2s / s2c / aff)" for p in args.precisions[1:]]
     head += [f"{p}: 20k iterations (h)" for p in args.precisions]
     cuda = args.device == "cuda"
@@ -203,7 +176,7 @@ def _markdown(args, rows: list[dict], device_name: str, minutes: float) -> str:
     base = args.precisions[0]
     for r in rows:
         cells = [str(r["crop"])] + [f"{r[p]['step_s']:.3f}" for p in args.precisions]
-        cells += [f"{r[base]['step_s'] / r[p]['step_s']:.2f}x faster" for p in args.precisions[1:]]
+        cells += [f"{r[base]['step_s'] / r[p]['step_s']:.2f}x" for p in args.precisions[1:]]
         for p in args.precisions[1:]:
             agree = r[p]["labels_agree"]
             cells.append(" / ".join(f"{agree.get(k, float('nan')):.2f}%" for k in
@@ -252,7 +225,7 @@ def main() -> None:
 
     started = time.perf_counter()
     cfg, model = _build(args)
-    device_name = torch.cuda.get_device_name() if args.device == "cuda" else _cpu_name()
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else cpu_name()
     print(f"{device_name}: {args.precisions} at crops {args.crops}", flush=True)
     rows = []
     for crop in args.crops:

@@ -84,7 +84,7 @@ def _build(spec: dict[str, Any], training: bool, extra_opts: list[str] = ()):
     return cfg, model, spec["amp"] and model.device.type == "cuda"
 
 
-def _inputs(batch: int, crop: int, num_classes: int, generator) -> list[dict]:
+def timing_inputs(batch: int, crop: int, num_classes: int, generator) -> list[dict]:
     """Smooth random images (blobs, not pixel noise), a padded strip and two classes each."""
     import torch
     import torch.nn.functional as F
@@ -200,7 +200,7 @@ def worker_train(spec: dict[str, Any]) -> dict[str, Any]:
     device = model.device
     gen = torch.Generator().manual_seed(0)
     k = cfg.MODEL.BMP.NUM_CLASSES
-    batches = [_inputs(spec["batch"], spec["crop"], k, gen) for _ in range(spec["iters"] + 1)]
+    batches = [timing_inputs(spec["batch"], spec["crop"], k, gen) for _ in range(spec["iters"] + 1)]
     prof = _profiled_steps(model, batches, amp)
     scales = [scale_range(s) for s in model.pseudo_labeller.scales]
     names = set(PARTS + PSEUDO_PARTS) | set(scales)
@@ -468,7 +468,7 @@ def main() -> None:
     tag = args.device + ("_amp" if amp else "")
     base = {"device": args.device, "amp": amp, "batch": args.batch, "iters": args.iters}
     base["config"] = args.config
-    device_name = torch.cuda.get_device_name() if args.device == "cuda" else _cpu_name()
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else cpu_name()
     title = f"BMP speed: {args.config} on {device_name}{' + AMP' if amp else ''}"
     report: dict[str, Any] = {"device": device_name, "tag": tag, "batch": args.batch}
     report.update(config=args.config, train={}, scaling={})
@@ -529,7 +529,7 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

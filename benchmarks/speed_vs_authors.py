@@ -23,7 +23,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -35,6 +34,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "tools"))
+sys.path.insert(0, str(HERE))
+from speed import cpu_name  # noqa: E402
+
 CONFIG = REPO / "configs" / "voc" / "bmp_mit_b1_512_20k.yaml"
 ITERATION = 5000
 CLASSES = ((3,), (7, 15))
@@ -125,16 +127,6 @@ def _spawn(args, crop: int, which: str, iters: int) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "CPU"
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--official", help="the authors' BMP-WSSS checkout")
@@ -159,7 +151,7 @@ def main() -> None:
                      "peak_ours_gib": mem["ours"]})  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
     minutes = (time.perf_counter() - started) / 60
-    cpu, threads = _cpu_name(), rows[0]["threads"]
+    cpu, threads = cpu_name(), rows[0]["threads"]
     command = "python benchmarks/speed_vs_authors.py --official /path/to/BMP-WSSS " + " ".join(
         a for a in sys.argv[1:] if a != args.official and not a.startswith("--official")
     )

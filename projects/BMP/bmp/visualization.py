@@ -20,7 +20,6 @@ from detectron2.data import Metadata, MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
-from detectron2.utils.visualizer import Visualizer
 
 from .config import adapt_config_to_machine
 from .data.eval_size import EvalImageSize
@@ -28,7 +27,7 @@ from .engine.checkpoint import AtomicCheckpointer
 from .evaluation.crf import CRFParams, require_crf
 from .evaluation.crf_evaluator import crf_refine_output
 from .modeling import with_test_time_augmentation
-from .utils.drawing import heat_tile
+from .utils.drawing import draw_tiles, heat_tile
 
 __all__ = ["BMPPredictor", "make_panel", "write_panels", "demo_metadata", "TILE_TITLES"]
 
@@ -163,15 +162,7 @@ def make_panel(
     h, w = image_rgb.shape[:2]
     if scale is None:
         scale = max(1.0, 320.0 / min(h, w))
-    drawn = []
-    for base, labels, title in _tiles(image_rgb, outputs, metadata.stuff_classes):
-        vis = Visualizer(base, metadata, scale=scale)
-        if labels is not None:
-            vis.draw_sem_seg(labels, alpha=0.6)
-        vis.draw_text(title, (w / 2, 2), horizontal_alignment="center", color="w")
-        drawn.append(vis.output.get_image())
-    height = min(t.shape[0] for t in drawn)
-    return np.concatenate([t[:height] for t in drawn], axis=1)
+    return draw_tiles(_tiles(image_rgb, outputs, metadata.stuff_classes), metadata, scale)
 
 
 def write_panels(

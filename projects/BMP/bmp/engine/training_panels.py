@@ -18,10 +18,9 @@ import torch
 from detectron2.data import Metadata
 from detectron2.engine import hooks
 from detectron2.utils import comm
-from detectron2.utils.visualizer import Visualizer
 
 from ..modeling.training_view import TrainingView
-from ..utils.drawing import heat_tile, with_colors
+from ..utils.drawing import draw_tiles, heat_tile, with_colors
 
 __all__ = ["TrainingPanels", "training_panel", "PANEL_TAG"]
 
@@ -74,16 +73,7 @@ def training_panel(view: TrainingView, metadata: Metadata, ignore: int = 255) ->
          "s2c label" if view.s2c is not None else "s2c: not started"),
         (*_labels_tile(image, seg, ignore), "segmentation"),
     ]  # fmt: skip
-    scale = max(1.0, 256.0 / min(h, w))
-    drawn = []
-    for base, labels, title in tiles:
-        vis = Visualizer(base, meta, scale=scale)
-        if labels is not None:
-            vis.draw_sem_seg(labels, alpha=0.6)
-        vis.draw_text(title, (w / 2, 2), horizontal_alignment="center", color="w")
-        drawn.append(vis.output.get_image())
-    height = min(t.shape[0] for t in drawn)
-    return np.concatenate([t[:height] for t in drawn], axis=1)
+    return draw_tiles(tiles, meta, max(1.0, 256.0 / min(h, w)))
 
 
 class TrainingPanels(hooks.HookBase):

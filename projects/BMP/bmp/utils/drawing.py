@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 from detectron2.data import Metadata
 from detectron2.utils.colormap import colormap
+from detectron2.utils.visualizer import Visualizer
 
-__all__ = ["heat_tile", "with_colors"]
+__all__ = ["heat_tile", "with_colors", "draw_tiles"]
 
 
 def heat_tile(image_rgb: np.ndarray, heat: np.ndarray) -> np.ndarray:
@@ -30,3 +33,17 @@ def with_colors(metadata: Metadata, num_classes: int) -> Metadata:
     palette = colormap(rgb=True, maximum=255).astype(int).tolist()
     colors = [palette[i % len(palette)] for i in range(num_classes)]
     return Metadata(name=f"{metadata.name}__colored", stuff_classes=names, stuff_colors=colors)
+
+
+def draw_tiles(tiles: Sequence[tuple], metadata: Metadata, scale: float) -> np.ndarray:
+    """``(base image, labels or None, title)`` tiles drawn with detectron2's ``Visualizer``
+    (labels as a semantic map, the title on top) and put side by side: (H', n W', 3) uint8."""
+    drawn = []
+    for base, labels, title in tiles:
+        vis = Visualizer(base, metadata, scale=scale)
+        if labels is not None:
+            vis.draw_sem_seg(labels, alpha=0.6)
+        vis.draw_text(title, (base.shape[1] / 2, 2), horizontal_alignment="center", color="w")
+        drawn.append(vis.output.get_image())
+    height = min(t.shape[0] for t in drawn)
+    return np.concatenate([t[:height] for t in drawn], axis=1)
