@@ -92,3 +92,15 @@ def crafted_weights(tmp_path):
         return files
 
     return make
+
+
+def assert_cli_refuses_then_trusts(main, src: str, dst, marker, capsys) -> None:
+    """A converter's ``main`` refuses the crafted file ``src`` in one line without running it or
+    writing ``dst``, and converts it with ``--unsafe-unpickle`` (then its payload runs)."""
+    assert main([src, str(dst)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {src}: refused to unpickle")
+    assert "'posix.mkdir'" in err and "--unsafe-unpickle" in err
+    assert not marker.exists() and not dst.exists()
+    assert main([src, str(dst), "--unsafe-unpickle"]) == 0  # the user trusts it
+    assert marker.is_dir() and dst.exists()

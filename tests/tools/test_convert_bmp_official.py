@@ -7,6 +7,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from conftest import assert_cli_refuses_then_trusts
 from detectron2.checkpoint import DetectionCheckpointer
 
 from bmp.engine.checkpoint import AtomicCheckpointer
@@ -158,14 +159,7 @@ def test_cli_reports_unknown_keys_in_one_line(tmp_path, capsys):
 def test_cli_refuses_a_file_that_names_code(tmp_path, crafted_weights, capsys, kind):
     files = crafted_weights(_theirs())
     src, dst = str(getattr(files, kind)), tmp_path / "ours.pth"
-    assert conv.main([src, str(dst)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"error: {src}: refused to unpickle")
-    assert "'posix.mkdir'" in err and "--unsafe-unpickle" in err
-    assert not files.marker.exists() and not dst.exists()
-
-    assert conv.main([src, str(dst), "--unsafe-unpickle"]) == 0  # the user trusts it
-    assert files.marker.is_dir()
+    assert_cli_refuses_then_trusts(conv.main, src, dst, files.marker, capsys)
     assert "cls_head.classifier.weight" in torch.load(dst, weights_only=True)["model"]
 
 

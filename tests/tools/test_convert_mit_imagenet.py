@@ -7,6 +7,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from conftest import assert_cli_refuses_then_trusts
 
 from bmp.utils.weights import CheckpointFormatError
 
@@ -78,14 +79,7 @@ def test_cli_checks_against_the_configured_backbone(tmp_path):
 def test_cli_refuses_a_file_that_names_code(tmp_path, crafted_weights, capsys, kind):
     files = crafted_weights({"norm1.weight": torch.ones(4)})
     src, dst = str(getattr(files, kind)), tmp_path / "out.pkl"
-    assert conv.main([src, str(dst)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"error: {src}: refused to unpickle")
-    assert "'posix.mkdir'" in err and "--unsafe-unpickle" in err
-    assert not files.marker.exists() and not dst.exists()
-
-    assert conv.main([src, str(dst), "--unsafe-unpickle"]) == 0  # the user trusts it
-    assert files.marker.is_dir() and dst.exists()
+    assert_cli_refuses_then_trusts(conv.main, src, dst, files.marker, capsys)
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".pkl"])
