@@ -94,7 +94,13 @@ def crafted_weights(tmp_path):
     return make
 
 
-def assert_cli_refuses_then_trusts(main, src: str, dst, marker, capsys) -> None:
+@pytest.fixture
+def cli_refuses_then_trusts(capsys):
+    """``check(main, src, dst, marker)``: see :func:`_cli_refuses_then_trusts`."""
+    return lambda main, src, dst, marker: _cli_refuses_then_trusts(main, src, dst, marker, capsys)
+
+
+def _cli_refuses_then_trusts(main, src: str, dst, marker, capsys) -> None:
     """A converter's ``main`` refuses the crafted file ``src`` in one line without running it or
     writing ``dst``, and converts it with ``--unsafe-unpickle`` (then its payload runs)."""
     assert main([src, str(dst)]) == 2

@@ -7,7 +7,6 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from conftest import assert_cli_refuses_then_trusts
 from detectron2.checkpoint import DetectionCheckpointer
 
 from bmp.engine.checkpoint import AtomicCheckpointer
@@ -156,10 +155,12 @@ def test_cli_reports_unknown_keys_in_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("kind", ["pkl", "pth"])
-def test_cli_refuses_a_file_that_names_code(tmp_path, crafted_weights, capsys, kind):
+def test_cli_refuses_a_file_that_names_code(
+    tmp_path, crafted_weights, cli_refuses_then_trusts, kind
+):
     files = crafted_weights(_theirs())
     src, dst = str(getattr(files, kind)), tmp_path / "ours.pth"
-    assert_cli_refuses_then_trusts(conv.main, src, dst, files.marker, capsys)
+    cli_refuses_then_trusts(conv.main, src, dst, files.marker)
     assert "cls_head.classifier.weight" in torch.load(dst, weights_only=True)["model"]
 
 

@@ -7,7 +7,6 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from conftest import assert_cli_refuses_then_trusts
 
 from bmp.utils.weights import CheckpointFormatError
 
@@ -76,10 +75,12 @@ def test_cli_checks_against_the_configured_backbone(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["pkl", "pth"])
-def test_cli_refuses_a_file_that_names_code(tmp_path, crafted_weights, capsys, kind):
+def test_cli_refuses_a_file_that_names_code(
+    tmp_path, crafted_weights, cli_refuses_then_trusts, kind
+):
     files = crafted_weights({"norm1.weight": torch.ones(4)})
     src, dst = str(getattr(files, kind)), tmp_path / "out.pkl"
-    assert_cli_refuses_then_trusts(conv.main, src, dst, files.marker, capsys)
+    cli_refuses_then_trusts(conv.main, src, dst, files.marker)
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".pkl"])
