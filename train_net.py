@@ -6,6 +6,8 @@
         SOLVER.MAX_ITER 100 MODEL.BMP.LAMBDA_S2C 0.2
     python train_net.py --config-file ... --resume              # continue after a kill
     python train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/.../model_final.pth
+    python train_net.py --register my_datasets.py --config-file ... \
+        DATASETS.TRAIN "('my_train',)" DATASETS.TEST "('my_val',)" MODEL.BMP.NUM_CLASSES -1
 
 Without CUDA the same commands run on CPU; ``--num-gpus N`` then starts N CPU processes that
 synchronise over gloo.
@@ -25,6 +27,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from bmp.config import ConfigError, check_config, load_config
+from bmp.data.datasets.user_registration import run_registration_files
 from bmp.engine import AtomicCheckpointer, BMPTrainer
 from bmp.utils.signals import ignore_signals, resolve_signals
 
@@ -37,6 +40,7 @@ class Trainer(BMPTrainer):
 
 def setup(args: Any) -> CfgNode:
     """get_cfg -> add_bmp_config -> file -> opts -> freeze, then detectron2's default_setup."""
+    run_registration_files(args.register)  # in every process: the datasets must resolve here
     cfg = load_config(args.config_file, args.opts)
     check_config(cfg, eval_only=args.eval_only, resume=args.resume)
     default_setup(cfg, args)
@@ -64,10 +68,11 @@ def main(args: Any) -> Any:
 def _preflight(args: Any) -> CfgNode:
     """Check the config once in the launcher, so a typo costs one line, not N tracebacks."""
     try:
+        run_registration_files(args.register)
         cfg = load_config(args.config_file, args.opts)
         check_config(cfg, eval_only=args.eval_only, resume=args.resume)
         resolve_signals(cfg.SOLVER.PREEMPTION.SIGNALS)
-    except (ConfigError, ValueError) as e:
+    except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     return cfg
@@ -80,6 +85,14 @@ def _parser() -> Any:
         type=float,
         default=600.0,
         help="seconds to wait for every process (all machines) to join, and for a collective",
+    )
+    parser.add_argument(
+        "--register",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a Python file that registers your datasets (run in every process; repeatable); "
+        "see docs/own_data.md",
     )
     return parser
 

@@ -12,9 +12,10 @@ Outputs in coco/sem_seg_2014/:
   image_sizes_{split}.txt     "<stem> <h> <w>"
   categories.json             COCO category id -> contiguous id and name
 
-Overlaps are resolved deterministically: crowd regions are painted 255 first, then objects from the
-largest to the smallest area (ties by annotation id), so small objects stay on top and objects
-inside a crowd keep their class. Idempotent: existing masks are kept unless --overwrite.
+Overlaps follow ``bmp.data.rasterize`` (the rule scoring a COCO-format dataset uses): crowd regions
+are painted 255 first, then objects from the largest pixel area to the smallest (ties by annotation
+id), so small objects stay on top and objects inside a crowd keep their class. Idempotent:
+existing masks are kept unless --overwrite.
 """
 
 import argparse
@@ -32,34 +33,17 @@ SPLITS = ("train2014", "val2014")
 _CAT_MAP: Dict[int, int] = {}
 
 
-def ann_to_mask(segm, h: int, w: int) -> np.ndarray:
-    """Rasterise one COCO segmentation (polygons, uncompressed or compressed RLE) to bool."""
-    import pycocotools.mask as mask_util
-
-    if isinstance(segm, list):
-        polys = [p for p in segm if len(p) >= 6]  # degenerate polygons cannot be rasterised
-        if not polys:
-            return np.zeros((h, w), dtype=bool)
-        rle = mask_util.merge(mask_util.frPyObjects(polys, h, w))
-    elif isinstance(segm.get("counts"), list):
-        rle = mask_util.frPyObjects(segm, h, w)
-    else:
-        rle = segm
-    return mask_util.decode(rle).astype(bool)
-
-
 def render_mask(h: int, w: int, anns: Sequence[dict], cat_map: Dict[int, int]) -> np.ndarray:
-    """Semantic mask of one image (see the module docstring for the overlap rule)."""
-    mask = np.zeros((h, w), dtype=np.uint8)
-    for a in anns:
-        if a.get("iscrowd", 0):
-            mask[ann_to_mask(a["segmentation"], h, w)] = IGNORE
-    objs = sorted(
-        (a for a in anns if not a.get("iscrowd", 0)), key=lambda a: (-float(a["area"]), a["id"])
-    )
-    for a in objs:
-        mask[ann_to_mask(a["segmentation"], h, w)] = cat_map[a["category_id"]]
-    return mask
+    """Semantic mask of one image: ``bmp.data.rasterize``'s overlap rule, ties by annotation id."""
+    from bmp.data.rasterize import render_instances
+
+    ordered = sorted(anns, key=lambda a: a["id"])
+    return render_instances(
+        h, w,
+        [(0 if a.get("iscrowd", 0) else cat_map[a["category_id"]], a["segmentation"],
+          bool(a.get("iscrowd", 0))) for a in ordered],
+        IGNORE,
+    )  # fmt: skip
 
 
 def _init_worker(cat_map: Dict[int, int]) -> None:

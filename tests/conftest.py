@@ -1,10 +1,12 @@
 """Shared pytest setup: deterministic, quiet, and never touching the user's dataset folders."""
 
+import json
 import logging
 import os
 import pickle
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -110,3 +112,105 @@ def _cli_refuses_then_trusts(main, src: str, dst, marker, capsys) -> None:
     assert not marker.exists() and not dst.exists()
     assert main([src, str(dst), "--unsafe-unpickle"]) == 0  # the user trusts it
     assert marker.is_dir() and dst.exists()
+
+
+# Own data (docs/own_data.md): two classes under COCO's own, non-contiguous ids.
+OWN_CATEGORIES = [{"id": 17, "name": "cat"}, {"id": 18, "name": "dog"}]
+_OWN_H, _OWN_W = 40, 48
+# image -> objects (category id, (y0, y1, x0, x1), "poly" | "rle" | "crowd")
+_OWN_IMAGES = {
+    "train/t0.jpg": [(17, (4, 30, 6, 30), "poly")],
+    "train/t1.jpg": [(18, (10, 36, 20, 44), "rle")],
+    "train/t2.jpg": [(17, (2, 38, 2, 46), "poly"), (18, (12, 24, 14, 30), "poly")],
+    "train/t3.jpg": [],
+    "train/t4.jpg": [(18, (0, 12, 0, 48), "crowd"), (17, (16, 38, 10, 34), "poly")],
+    "train/t5.jpg": [(18, (6, 34, 8, 40), "rle")],
+    "val/v0.jpg": [(17, (6, 30, 10, 36), "poly")],
+    "val/v1.jpg": [(18, (8, 32, 4, 28), "rle"), (17, (30, 40, 30, 48), "crowd")],
+    "val/v2.jpg": [],
+}
+
+
+def _own_rle(box):
+    """Uncompressed COCO RLE (column-major runs, starting with background) of a box."""
+    y0, y1, x0, x1 = box
+    m = np.zeros((_OWN_H, _OWN_W), np.uint8)
+    m[y0:y1, x0:x1] = 1
+    flat = m.flatten(order="F")
+    counts, value, run = [], 0, 0
+    for v in flat:
+        if v != value:
+            counts.append(run)
+            value, run = v, 0
+        run += 1
+    counts.append(run)
+    return {"size": [_OWN_H, _OWN_W], "counts": counts}
+
+
+def _own_mask(image: str) -> np.ndarray:
+    """The semantic mask of one own-data image, by docs/own_data.md's rules (ids 1 cat, 2 dog)."""
+    m = np.zeros((_OWN_H, _OWN_W), np.int64)
+    objs = _OWN_IMAGES[image]
+    for _, (y0, y1, x0, x1), kind in objs:
+        if kind == "crowd":
+            m[y0:y1, x0:x1] = 255
+    plain = [o for o in objs if o[2] != "crowd"]
+    for cat, (y0, y1, x0, x1), _ in sorted(
+        plain, key=lambda o: -(o[1][1] - o[1][0]) * (o[1][3] - o[1][2])
+    ):
+        m[y0:y1, x0:x1] = cat - 16
+    return m
+
+
+@pytest.fixture
+def own_data(tmp_path):
+    """``tmp_path/my_data`` as docs/own_data.md lays it out: images, COCO JSON (polygons, RLE,
+    crowd, an image without objects), masks and tags files, for the same nine photos."""
+    from PIL import Image
+
+    root = tmp_path / "my_data"
+    rng = np.random.default_rng(0)
+    coco = {
+        s: {"images": [], "annotations": [], "categories": OWN_CATEGORIES} for s in ("train", "val")
+    }
+    tags = {"train": [], "val": []}
+    for i, (image, objs) in enumerate(_OWN_IMAGES.items()):
+        split = image.split("/")[0]
+        mask = _own_mask(image)
+        pixels = rng.integers(90, 140, size=(_OWN_H, _OWN_W, 3)).astype(np.uint8)
+        pixels[mask == 1] = (200, 40, 40)
+        pixels[mask == 2] = (40, 40, 200)
+        for folder, data in (("images", pixels), ("masks", mask.astype(np.uint8))):
+            path = root / folder / image.replace(".jpg", ".jpg" if folder == "images" else ".png")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(data).save(path, quality=95)
+        coco[split]["images"].append(
+            {"id": i + 1, "file_name": image, "height": _OWN_H, "width": _OWN_W}
+        )
+        for j, (cat, (y0, y1, x0, x1), kind) in enumerate(objs):
+            if kind == "poly":
+                segm = [[x0, y0, x1, y0, x1, y1, x0, y1]]
+            else:
+                segm = _own_rle((y0, y1, x0, x1))
+            coco[split]["annotations"].append({
+                "id": 100 * (i + 1) + j, "image_id": i + 1, "category_id": cat,
+                "segmentation": segm, "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "area": float((y1 - y0) * (x1 - x0)), "iscrowd": int(kind == "crowd"),
+            })  # fmt: skip
+        names = sorted({"cat" if c == 17 else "dog" for c, _, k in objs if k != "crowd"})
+        line = (
+            ",".join([image.split("/")[1]] + names)
+            if i % 2
+            else " ".join([image.split("/")[1]] + names)
+        )
+        tags[split].append(line)
+    for split in ("train", "val"):
+        (root / f"{split}.json").write_text(json.dumps(coco[split]))
+        (root / f"tags_{split}.txt").write_text("# image tags\n" + "\n".join(tags[split]) + "\n")
+    return root
+
+
+@pytest.fixture
+def own_data_masks():
+    """Image (``train/t0.jpg``) -> its expected BMP mask (0 background, 1 cat, 2 dog, 255 crowd)."""
+    return {image: _own_mask(image) for image in _OWN_IMAGES}

@@ -32,6 +32,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config-file", required=True, metavar="FILE")
     p.add_argument("--dataset", required=True, help="registered split with image-level labels")
+    p.add_argument(
+        "--register", action="append", default=[], metavar="FILE",
+        help="a Python file that registers your datasets (as train_net.py --register)",
+    )  # fmt: skip
     p.add_argument("--seed", choices=SEEDS, default="bsp", help="which seed to export")
     p.add_argument("--crf", action="store_true", help="refine the seed with the TEST.CRF.* CRF")
     p.add_argument("--output-dir", required=True)
@@ -206,29 +210,28 @@ def build_model(cfg: Any) -> Any:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
-    from detectron2.data import MetadataCatalog
-
     import bmp  # noqa: F401  (registers the model and the datasets)
     from bmp.config import ConfigError, check_config, load_config
     from bmp.data import SemSegEvalMapper
-    from bmp.data.datasets import load_dataset_dicts
+    from bmp.data.datasets.user_registration import run_registration_files
+    from bmp.data.registered import bmp_dataset_dicts, bmp_metadata, semantic_view
     from bmp.evaluation.crf import CRFParams, require_crf
     from bmp.utils.safe_load import RefusedPickleError
     from bmp.utils.weights import CheckpointFormatError
 
     try:
+        run_registration_files(args.register)
         cfg = load_config(args.config_file, list(args.opts))
         check_config(cfg, eval_only=True, datasets=[("--dataset", args.dataset)])
         crf = None
         if args.crf:
             crf = CRFParams.from_config(_on(cfg))
             require_crf()
-        dicts = load_dataset_dicts(args.dataset)
-        unlabelled = [d["file_name"] for d in dicts if d.get("cls_labels") is None]
-        if unlabelled:
+        dicts = bmp_dataset_dicts(args.dataset)  # any registered dataset, with its cls_labels
+        if semantic_view(args.dataset).source == "none":
             raise ConfigError(
-                f"--dataset {args.dataset} has no image-level labels (cls_labels) for "
-                f"{len(unlabelled)} images (e.g. {unlabelled[0]}); seeds need them"
+                f"--dataset {args.dataset} has no image-level labels (cls_labels, annotations or "
+                "masks); seeds need them"
             )
         per_stem = Counter(_stem(d) for d in dicts)
         twice = sorted(s for s, n in per_stem.items() if n > 1)[:5]
@@ -237,7 +240,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 f"--dataset {args.dataset} has images with the same file name in different "
                 f"folders (e.g. {twice}); their masks would overwrite each other"
             )
-        meta = MetadataCatalog.get(args.dataset)
+        meta = bmp_metadata(args.dataset)
         settings = export_settings(args, cfg, crf)
         check_resumable(args.output_dir, settings, args.overwrite)
     except (ConfigError, ImportError, KeyError, ValueError, FileNotFoundError) as e:
@@ -254,7 +257,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     palette = [v for rgb in _palette() for v in rgb]
     counts = export(
         model,
-        SemSegEvalMapper(_resize_small(cfg), False),
+        SemSegEvalMapper(_resize_small(cfg), False, dataset_name=args.dataset),
         dicts,
         args.output_dir,
         args.seed,

@@ -10,6 +10,7 @@ from PIL import Image
 
 import bmp.data.datasets.register_coco_mini as coco_mini
 from bmp.data.datasets.register_voc import VOC_CLASSES
+from bmp.data.registered import training_dataset_dicts
 
 NAMES = ("coco_mini_voc_train_wsss", "coco_mini_voc_train_sem_seg", "coco_mini_voc_val_sem_seg")
 
@@ -55,8 +56,8 @@ def test_loads_small_copy_and_drops_unlabelled(monkeypatch, tmp_path, caplog):
     _make_coco_mini(root, train={"a": [15], "b": [], "c": [8, 12]}, val={"d": [], "e": [20]})
     monkeypatch.setenv(coco_mini.COCO_MINI_ENV, str(root))
     with caplog.at_level(logging.WARNING):
-        wsss = DatasetCatalog.get("coco_mini_voc_train_wsss")
-    assert "excluding 1 of 3" in caplog.text
+        wsss = training_dataset_dicts(["coco_mini_voc_train_wsss"])
+    assert "1 of 3 images have no foreground class" in caplog.text
     assert wsss == [
         {
             "file_name": str(root / "images" / "a.jpg"),
@@ -102,10 +103,11 @@ def _real_root():
 )
 def test_real_coco_mini_counts_and_labels_match_masks(caplog):
     with caplog.at_level(logging.WARNING):
-        wsss = DatasetCatalog.get("coco_mini_voc_train_wsss")
-    train_seg = DatasetCatalog.get("coco_mini_voc_train_sem_seg")
+        wsss = training_dataset_dicts(["coco_mini_voc_train_wsss"])
+        train_seg = DatasetCatalog.get("coco_mini_voc_train_sem_seg")
     val = DatasetCatalog.get("coco_mini_voc_val_sem_seg")
-    assert "excluding 67 of 314" in caplog.text
+    assert "67 of 314 images have no foreground class" in caplog.text
+    assert "excluding 67 of 314" in caplog.text  # the masked twin holds the same images
     assert len(wsss) == len(train_seg) == 314 - 67 and len(val) == 82
     assert all("sem_seg_file_name" not in d and d["cls_labels"] for d in wsss)
     assert [d["image_id"] for d in wsss] == [d["image_id"] for d in train_seg]

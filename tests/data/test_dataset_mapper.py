@@ -91,8 +91,8 @@ def test_label_errors_name_the_file(sample):
         mapper({**sample, "cls_labels": [1, 4]})
     with pytest.raises(ValueError, match=r"a\.png.*class id 0"):
         mapper({**sample, "cls_labels": [0]})
-    with pytest.raises(ValueError, match=r"a\.png.*empty image-level label"):
-        mapper({**sample, "cls_labels": []})
+    negative = mapper({**sample, "cls_labels": []})  # kept by FILTER_EMPTY_ANNOTATIONS False
+    assert negative["cls_label"].tolist() == [0.0, 0.0, 0.0]
     no_labels = {k: v for k, v in sample.items() if k != "cls_labels"}
     with pytest.raises(ValueError, match=r"a\.png.*no 'cls_labels'"):
         mapper(no_labels)

@@ -124,7 +124,9 @@ def odd_split(tmp_path):
         )
     DatasetCatalog.register(name, lambda: dicts)
     MetadataCatalog.get(name).set(
-        stuff_classes=[f"c{i}" for i in range(11)], ignore_label=255, evaluator_type="sem_seg"
+        stuff_classes=["background"] + [f"c{i}" for i in range(1, 11)],
+        ignore_label=255,
+        evaluator_type="sem_seg",
     )
     yield name
     DatasetCatalog.remove(name)

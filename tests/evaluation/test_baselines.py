@@ -17,7 +17,7 @@ def _register(name, masks, tmp_path):
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
     DatasetCatalog.register(name, lambda: dicts)
-    MetadataCatalog.get(name).set(stuff_classes=["bg", "a", "b"], ignore_label=255)
+    MetadataCatalog.get(name).set(stuff_classes=["background", "a", "b"], ignore_label=255)
     return name
 
 
@@ -33,9 +33,10 @@ def test_only_background_scores_100(tmp_path):
 
 
 def test_split_without_masks_is_an_error(tmp_path):
-    name = "__bmp_bg_c"
-    if name not in DatasetCatalog.list():
-        DatasetCatalog.register(name, lambda: [{"file_name": "x.jpg"}])
-        MetadataCatalog.get(name).set(stuff_classes=["bg", "a"])
-    with pytest.raises(KeyError, match="x.jpg"):
+    name = f"__bmp_bg_c_{tmp_path.name}"
+    image = tmp_path / "x.jpg"
+    image.write_bytes(b"")
+    DatasetCatalog.register(name, lambda: [{"file_name": str(image), "cls_labels": [1]}])
+    MetadataCatalog.get(name).set(stuff_classes=["background", "a"])
+    with pytest.raises(KeyError, match="x.jpg.*no ground truth"):
         all_background_miou(name)

@@ -83,7 +83,7 @@ def test_evaluation_without_crf_has_no_crf_result(tmp_path, edge_split):
 
 @needs_crf
 def test_submission_pngs_are_crf_refined(tmp_path):
-    name, d = _register_edge_split(tmp_path, evaluator_type=None)  # a test split: PNGs only
+    name, d = _register_edge_split(tmp_path, evaluator_type="voc_submission")  # PNGs only
     cfg = _cfg(tmp_path, "TEST.CRF.ENABLED", "True")
     evaluator = BMPTrainer.build_evaluator(cfg, name, output_folder=str(tmp_path / "sub"))
     writer = evaluator._evaluators[-1]

@@ -17,8 +17,11 @@ COLORS = [[0, 0, 0], [128, 0, 0], [0, 128, 0]]
 def test_split():
     name = "__bmp_test_submission_split"
     if name not in DatasetCatalog.list():
-        DatasetCatalog.register(name, lambda: [])
-        MetadataCatalog.get(name).set(stuff_classes=["background", "a", "b"], stuff_colors=COLORS)
+        DatasetCatalog.register(name, lambda: [{"file_name": "/x/2008_000001.jpg"}])
+        MetadataCatalog.get(name).set(
+            stuff_classes=["background", "a", "b"], stuff_colors=COLORS,
+            evaluator_type="voc_submission",
+        )  # fmt: skip
     return name
 
 
@@ -39,7 +42,9 @@ def test_writes_argmax_as_palette_png(tmp_path, test_split):
 
 def test_missing_palette_or_output_is_an_error(tmp_path, test_split):
     name = "__bmp_test_submission_no_colors"
-    MetadataCatalog.get(name).set(stuff_classes=["background"])
+    if name not in DatasetCatalog.list():
+        DatasetCatalog.register(name, lambda: [{"file_name": "/x/2008_000001.jpg"}])
+        MetadataCatalog.get(name).set(stuff_classes=["background"])
     with pytest.raises(ValueError, match="stuff_colors"):
         SemSegSubmissionWriter(name, str(tmp_path))
     writer = SemSegSubmissionWriter(test_split, str(tmp_path))
@@ -56,5 +61,5 @@ def test_trainer_writes_submissions_for_splits_without_ground_truth(tmp_path, te
     evaluator = evaluators[-1]
     assert isinstance(evaluator, SemSegSubmissionWriter)
     assert evaluator._output_dir == str(tmp_path / "submission" / test_split / VOC_SUBMISSION_DIR)
-    # The registered VOC test split has no evaluator type, so it gets the writer too.
-    assert MetadataCatalog.get("voc_2012_test").get("evaluator_type") is None
+    # The registered VOC test split says so in its metadata, so it gets the writer too.
+    assert MetadataCatalog.get("voc_2012_test").get("evaluator_type") == "voc_submission"

@@ -23,6 +23,7 @@ from detectron2.modeling import build_model
 
 from .config import adapt_config_to_machine
 from .data.eval_size import EvalImageSize
+from .data.registered import bmp_metadata
 from .engine.checkpoint import AtomicCheckpointer
 from .evaluation.crf import CRFParams, require_crf
 from .evaluation.crf_evaluator import crf_refine_output
@@ -42,7 +43,10 @@ JPEG_QUALITY = 85
 def demo_metadata(cfg: CfgNode) -> Metadata:
     """The first test dataset's metadata (class names with background at 0), or numbered names."""
     if cfg.DATASETS.TEST:
-        meta = MetadataCatalog.get(cfg.DATASETS.TEST[0])
+        try:
+            meta = bmp_metadata(cfg.DATASETS.TEST[0])  # any registered dataset's classes
+        except (KeyError, ValueError, OSError):  # its files are not here: numbered names
+            meta = MetadataCatalog.get(cfg.DATASETS.TEST[0])
         if meta.get("stuff_classes"):
             return meta
     meta = MetadataCatalog.get("__bmp_demo_unnamed__")

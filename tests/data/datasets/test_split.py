@@ -1,4 +1,4 @@
-"""One split as detectron2 dicts: lazy root, label files, reported exclusions, clear errors."""
+"""One split as detectron2 dicts: lazy root, label files, empty images, clear errors."""
 
 import logging
 import uuid
@@ -15,6 +15,7 @@ from bmp.data.datasets import (
     registered_bmp_datasets,
 )
 from bmp.data.label_files import read_image_labels, write_image_labels
+from bmp.data.registered import training_dataset_dicts
 
 CLASSES = ["background", "a", "b"]
 
@@ -77,14 +78,22 @@ def test_root_is_read_at_load_time(tmp_path, monkeypatch):
     assert not hasattr(labels_only, "evaluator_type")  # no masks: nothing to evaluate
 
 
-def test_training_split_excludes_unlabelled_and_says_so(datasets_root, caplog):
+def test_training_split_filters_unlabelled_as_detectron2_says(datasets_root, caplog):
     _make_tree(datasets_root, ["p", "q", "r"], {"p": [1], "q": [], "r": [2]})
     name = _register(require_labels=True)
-    with caplog.at_level(logging.WARNING):
-        dicts = DatasetCatalog.get(name)
-    assert [d["image_id"] for d in dicts] == ["p", "r"]
+    dicts = DatasetCatalog.get(name)  # the split keeps every listed image ...
+    assert [(d["image_id"], d["cls_labels"]) for d in dicts] == [("p", [1]), ("q", []), ("r", [2])]
     assert all("sem_seg_file_name" not in d for d in dicts)
-    assert "excluding 1 of 3" in caplog.text and "list.txt" in caplog.text and "q" in caplog.text
+    with caplog.at_level(logging.WARNING):  # ... training leaves the empty one out, and says so
+        train = training_dataset_dicts([name], filter_empty=True)
+    assert [d["image_id"] for d in train] == ["p", "r"]
+    assert f"'{name}': 1 of 3 images have no foreground class" in caplog.text
+    assert "FILTER_EMPTY_ANNOTATIONS" in caplog.text
+    kept = training_dataset_dicts([name], filter_empty=False)  # negatives kept
+    assert [(d["image_id"], d["cls_labels"]) for d in kept] == [("p", [1]), ("q", []), ("r", [2])]
+    write_image_labels(str(datasets_root / "toy" / "labels.txt"), {"p": [], "q": [], "r": []})
+    with pytest.raises(ValueError, match=f"'{name}': no image has a foreground class"):
+        training_dataset_dicts([name], filter_empty=True)
 
 
 def test_errors(datasets_root):

@@ -52,7 +52,8 @@ def _add_model_config(cfg: CN) -> None:
 
     cfg.MODEL.BMP = CN()
     # K foreground classes; the segmentation branch predicts K + 1 with background = 0
-    # (MODEL.SEM_SEG_HEAD.NUM_CLASSES is derived from it, see derive_keys).
+    # (MODEL.SEM_SEG_HEAD.NUM_CLASSES is derived from it, see derive_keys). -1: K of the first
+    # training dataset (bmp.config.loading.resolve_num_classes).
     cfg.MODEL.BMP.NUM_CLASSES = 20
     # Feature map the classification branch pools and the affinity head pairs with.
     cfg.MODEL.BMP.CLS_IN_FEATURE = "mit4"

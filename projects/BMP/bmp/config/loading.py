@@ -23,6 +23,7 @@ __all__ = [
     "load_config",
     "adapt_config_to_machine",
     "check_config",
+    "resolve_num_classes",
     "resolve_sync_norm",
     "dataset_num_classes",
 ]
@@ -55,6 +56,7 @@ def load_config(config_file: str, opts: Sequence[str] = (), freeze: bool = True)
         cfg.merge_from_list(list(opts))
     except (KeyError, ValueError, AssertionError, TypeError) as e:
         raise ConfigError(f"command-line opts: {_describe_merge_error(e)}") from e
+    resolve_num_classes(cfg)
     try:
         derive_keys(cfg)
     except ValueError as e:
@@ -136,21 +138,54 @@ def _dataset_error(name: str, key: str) -> ConfigError:
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return ConfigError(
         f"dataset '{name}' in {key} is not registered.{hint} BMP registers its datasets when "
-        "`bmp` is imported (see projects/BMP/bmp/data/datasets)."
+        "`bmp` is imported; register your own in a file given to train_net.py --register FILE "
+        "(docs/own_data.md)."
     )
 
 
 def dataset_num_classes(name: str) -> Optional[int]:
-    """K (foreground classes) from a dataset's metadata, or None if it does not say."""
+    """K (foreground classes) of a registered dataset: from its metadata (``stuff_classes``
+    include background, ``thing_classes`` do not), else from BMP's view of its dicts (a
+    ``register_coco_instances`` dataset names its classes only once loaded); None for an
+    unregistered name."""
     meta = MetadataCatalog.get(name)
     if meta.get("num_fg_classes") is not None:
         return int(meta.num_fg_classes)
-    classes = meta.get("stuff_classes")
-    return len(classes) - 1 if classes else None  # stuff_classes include background
+    if meta.get("stuff_classes"):
+        return len(meta.stuff_classes) - 1
+    if meta.get("thing_classes"):
+        return len(meta.thing_classes)
+    if name not in DatasetCatalog.list():
+        return None
+    from bmp.data.registered import semantic_view
+
+    return semantic_view(name).num_classes
+
+
+def resolve_num_classes(cfg: CfgNode) -> None:
+    """``MODEL.BMP.NUM_CLASSES -1``: K from the first training dataset (the first test dataset
+    for evaluation-only configs)."""
+    if cfg.MODEL.BMP.NUM_CLASSES != -1:
+        return
+    key, names = "DATASETS.TRAIN", list(cfg.DATASETS.TRAIN)
+    if not names:
+        key, names = "DATASETS.TEST", list(cfg.DATASETS.TEST)
+    if not names:
+        raise ConfigError("MODEL.BMP.NUM_CLASSES -1 follows the datasets, but none is named.")
+    try:
+        k = dataset_num_classes(names[0])
+    except (KeyError, ValueError, OSError) as e:
+        raise ConfigError(f"MODEL.BMP.NUM_CLASSES -1: {e}") from e
+    if k is None:
+        raise _dataset_error(names[0], key)
+    cfg.MODEL.BMP.NUM_CLASSES = k
 
 
 def _check_num_classes(cfg: CfgNode, name: str, key: str) -> None:
-    k = dataset_num_classes(name)
+    try:
+        k = dataset_num_classes(name)
+    except (KeyError, OSError) as e:
+        raise ConfigError(f"{key} '{name}': {str(e).strip(chr(34))}") from e
     if k is not None and k != cfg.MODEL.BMP.NUM_CLASSES:
         raise ConfigError(
             f"MODEL.BMP.NUM_CLASSES is {cfg.MODEL.BMP.NUM_CLASSES}, but dataset '{name}' in {key} "

@@ -17,6 +17,7 @@ from detectron2.data import transforms as T
 
 from .eval_size import EvalImageSize
 from .image_io import read_image_rgb, read_sem_seg
+from .registered import SemanticView, semantic_view
 from .transforms import RandomPadCrop, RandomScale
 
 __all__ = [
@@ -95,8 +96,9 @@ class WSSSDatasetMapper:
     ):
         """
         Args:
-            is_train: training dicts must carry a non-empty ``cls_labels``; otherwise they may
-                have none (e.g. the VOC test split) and no ``cls_label`` is emitted.
+            is_train: training dicts must carry ``cls_labels`` (empty for a negative image);
+                otherwise they may have none (e.g. the VOC test split) and no ``cls_label`` is
+                emitted.
             augmentations: applied in order; they must not move pixels in a way that
                 ``apply_segmentation`` cannot follow (the valid mask is a segmentation).
             image_format: ``"RGB"`` (or ``"BGR"``).
@@ -139,11 +141,7 @@ class WSSSDatasetMapper:
                     "image-level labels (is DATASETS.TRAIN a labelled split?)."
                 )
             return None
-        if self.is_train and len(labels) == 0:
-            raise ValueError(
-                f"Image '{file_name}' has an empty image-level label set; a training image needs "
-                "at least one foreground class. Remove it from the training list."
-            )
+        # An empty set is a negative image, kept by DATALOADER.FILTER_EMPTY_ANNOTATIONS False.
         return cls_labels_to_multi_hot(labels, self.num_classes, file_name)
 
     def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
@@ -244,21 +242,28 @@ class SemSegEvalMapper:
         num_classes: int,
         ignore_label: int = 255,
         size: Optional[EvalImageSize] = None,
+        view: Optional[SemanticView] = None,
     ):
         """``size``: the test size and small-image rule (default: long side capped at 4096,
-        small images resized up)."""
+        small images resized up). ``view``: how the dataset's ground truth is read (mask files
+        with moved ids, or instance annotations rasterised); without one, ``sem_seg_file_name``
+        is read as BMP ids."""
         self.image_format = image_format
         self.num_classes = num_classes
         self.ignore_label = ignore_label
         self.size = size or EvalImageSize(0, 4096, 0, "resize")
+        self.view = view
 
     @classmethod
-    def from_config(cls, cfg, is_train: bool = False) -> Dict[str, Any]:
+    def from_config(
+        cls, cfg, is_train: bool = False, dataset_name: Optional[str] = None
+    ) -> Dict[str, Any]:
         return {
             "image_format": cfg.INPUT.FORMAT,
             "num_classes": cfg.MODEL.BMP.NUM_CLASSES,
             "ignore_label": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
             "size": EvalImageSize.from_config(cfg),
+            "view": semantic_view(dataset_name) if dataset_name else None,
         }
 
     def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
@@ -272,10 +277,15 @@ class SemSegEvalMapper:
             "file_name": file_name,
             "image_id": d.get("image_id", file_name),
         }
-        if "sem_seg_file_name" in d:
+        if self.view is not None:
+            mask = self.view.ground_truth(d, (height, width))
+        elif "sem_seg_file_name" in d:
             mask = read_sem_seg(
                 d["sem_seg_file_name"], self.num_classes, self.ignore_label, (height, width)
             )
+        else:
+            mask = None
+        if mask is not None:
             out["sem_seg"] = torch.as_tensor(mask, dtype=torch.long)
         if d.get("cls_labels") is not None:
             out["cls_label"] = cls_labels_to_multi_hot(d["cls_labels"], self.num_classes, file_name)

@@ -19,10 +19,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import DatasetFromList, get_detection_dataset_dicts
+from detectron2.data import DatasetFromList
 from detectron2.utils import comm
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
+from bmp.data.registered import training_dataset_dicts
 from bmp.seeding import derive_seed, forked_cpu_rng
 from bmp.utils.signals import ignore_signals, resolve_signals
 
@@ -205,12 +206,15 @@ def resolve_seed(seed: Optional[int]) -> int:
 
 
 def build_resumable_train_loader(cfg: CfgNode, mapper: Callable) -> ResumableTrainLoader:
-    """The loader of ``DATASETS.TRAIN`` with ``SOLVER.IMS_PER_BATCH`` and ``SEED``.
+    """The loader of ``DATASETS.TRAIN`` (any registered dataset, see :mod:`bmp.data.registered`)
+    with ``SOLVER.IMS_PER_BATCH`` and ``SEED``.
 
     Batches are not grouped by aspect ratio: grouping makes a batch depend on the samples left
     waiting in the groups, which a resumed loader cannot know (and BMP's crops share one size).
     """
-    dicts = get_detection_dataset_dicts(list(cfg.DATASETS.TRAIN), filter_empty=False)
+    dicts = training_dataset_dicts(
+        list(cfg.DATASETS.TRAIN), filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+    )
     # Workers ignore the preemption signals: the main process decides when to stop, and a
     # worker killed by one would end the run before its checkpoint.
     signals = resolve_signals(cfg.SOLVER.PREEMPTION.SIGNALS)

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer, default_writers, hooks
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.modeling import build_model
@@ -34,6 +34,7 @@ from detectron2.utils.events import get_event_storage
 from bmp.config import adapt_config_to_machine, amp_dtype, training_device
 from bmp.data import SemSegEvalMapper, build_train_mapper
 from bmp.data.eval_size import EvalImageSize, drop_small_images
+from bmp.data.registered import bmp_dataset_dicts, bmp_metadata
 from bmp.data.train_loader import build_resumable_train_loader, resolve_seed
 from bmp.evaluation.build import build_bmp_evaluator
 from bmp.evaluation.crf import CRFParams, require_crf
@@ -167,7 +168,7 @@ class BMPTrainer(DefaultTrainer):
             ret.insert(after, PreemptionHook(signals, self.cfg.SOLVER.PREEMPTION.EXIT_CODE))
         if self.cfg.VIS_PERIOD > 0:
             names = list(self.cfg.DATASETS.TRAIN)
-            meta = MetadataCatalog.get(names[0]) if names else MetadataCatalog.get("__none__")
+            meta = bmp_metadata(names[0]) if names else MetadataCatalog.get("__none__")
             ignore = self.cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
             panels = TrainingPanels(self.cfg.VIS_PERIOD, meta, ignore)
             ret.insert(_writer_index(ret), panels)  # before the writer, which writes the panel
@@ -211,10 +212,11 @@ class BMPTrainer(DefaultTrainer):
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str) -> Any:
         """detectron2's test loader; images the "skip" small-image rule leaves out are dropped."""
         dicts = drop_small_images(
-            DatasetCatalog.get(dataset_name), EvalImageSize.from_config(cfg), dataset_name
+            bmp_dataset_dicts(dataset_name), EvalImageSize.from_config(cfg), dataset_name
         )
+        mapper = SemSegEvalMapper(cfg, False, dataset_name=dataset_name)
         return build_detection_test_loader(
-            dicts, mapper=SemSegEvalMapper(cfg, False), num_workers=cfg.DATALOADER.NUM_WORKERS
+            dicts, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS
         )
 
     @classmethod

@@ -6,9 +6,9 @@ it while looking busy.
 """
 
 import numpy as np
-from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from ..data.image_io import read_sem_seg
+from ..data.datasets.split import load_dataset_dicts
+from ..data.registered import IGNORE, semantic_view
 
 __all__ = ["all_background_miou"]
 
@@ -19,19 +19,18 @@ def all_background_miou(dataset_name: str) -> float:
     Ignored pixels are left out; classes count if they appear in the ground truth (every
     foreground class present then scores 0, background scores its pixel share).
     """
-    meta = MetadataCatalog.get(dataset_name)
-    k = len(meta.stuff_classes)
-    ignore = meta.get("ignore_label", 255)
+    view = semantic_view(dataset_name)
+    k = len(view.class_names)
     counts = np.zeros(k, dtype=np.int64)
-    dicts = DatasetCatalog.get(dataset_name)
-    for d in dicts:
-        if "sem_seg_file_name" not in d:
+    for d in load_dataset_dicts(dataset_name):  # no image is read: only the ground truth
+        gt = view.ground_truth(d)
+        if gt is None:
             raise KeyError(
-                f"{d.get('file_name')} in '{dataset_name}' has no sem_seg_file_name; the "
-                "all-background baseline needs a split with masks"
+                f"{d.get('file_name')} in '{dataset_name}' has no ground truth (masks or "
+                "annotations); the all-background baseline needs a split with them"
             )
-        gt = read_sem_seg(d["sem_seg_file_name"], k - 1, ignore).ravel()
-        counts += np.bincount(gt[gt != ignore], minlength=k)[:k]
+        gt = gt.ravel()
+        counts += np.bincount(gt[gt != IGNORE], minlength=k)[:k]
     present = counts > 0
     if not present.any():
         raise ValueError(f"'{dataset_name}' has no labelled pixel; cannot score a baseline")

@@ -12,9 +12,10 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from detectron2.evaluation import DatasetEvaluator
 
+from ..data.registered import bmp_metadata
 from .gather import gather_on_main
 
 __all__ = ["ClassificationEvaluator", "average_precision", "classification_metrics"]
@@ -87,7 +88,7 @@ class ClassificationEvaluator(DatasetEvaluator):
         output_dir: Optional[str] = None,
         threshold: float = 0.5,
     ):
-        meta = MetadataCatalog.get(dataset_name)
+        meta = bmp_metadata(dataset_name)
         self._dataset_name = dataset_name
         self._class_names: List[str] = list(meta.stuff_classes)[1:]
         self._num_classes = len(self._class_names)

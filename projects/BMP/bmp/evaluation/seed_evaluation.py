@@ -16,10 +16,11 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from detectron2.evaluation import DatasetEvaluator
 
 from ..data.image_io import read_sem_seg
+from ..data.registered import bmp_metadata
 from .gather import gather_on_main
 
 __all__ = ["SeedEvaluator", "seed_metrics", "gt_mask_for_input"]
@@ -105,7 +106,7 @@ class SeedEvaluator(DatasetEvaluator):
             distributed: gather the confusion matrices of all ranks before computing metrics.
             output_dir: unused; accepted for the common evaluator signature.
         """
-        meta = MetadataCatalog.get(dataset_name)
+        meta = bmp_metadata(dataset_name)
         self._dataset_name = dataset_name
         self._class_names: List[str] = list(meta.stuff_classes)
         self._num_classes = len(self._class_names) - 1

@@ -6,9 +6,9 @@ derived from the masks) and the splits ``split_train.txt`` (314) / ``split_val.t
 
 Registered names:
 
-* ``coco_mini_voc_train_wsss``: train images with image labels only (no masks). Images without any
-  VOC class are dropped (67 of 314: WSSS needs a positive label per image, and every VOC training
-  image has one) and the number dropped is logged.
+* ``coco_mini_voc_train_wsss``: train images with image labels only (no masks). Training leaves out
+  the images without any VOC class (67 of 314, logged; ``DATALOADER.FILTER_EMPTY_ANNOTATIONS``),
+  as every VOC training image has one.
 * ``coco_mini_voc_train_sem_seg``: the same 247 images with masks, for seed evaluation on the
   images the model trains on.
 * ``coco_mini_voc_val_sem_seg``: all 82 val images with masks (background-only images kept: they
@@ -30,7 +30,7 @@ from detectron2.data import DatasetCatalog
 
 from ..label_files import read_split_file
 from .register_voc import VOC_CLASSES, voc_palette
-from .split import SplitLayout, register_family
+from .split import SplitLayout, register_split
 
 __all__ = ["COCO_MINI_ENV", "COCO_MINI_DATASETS", "coco_mini_root", "register_all_coco_mini"]
 
@@ -43,7 +43,9 @@ _HINT = (
     "to its folder"
 )
 
-# name -> (split file, with masks, drop images that have no VOC class)
+# name -> (split file, with masks, of the training images). The training split keeps every image
+# (training leaves out those without a VOC class: DATALOADER.FILTER_EMPTY_ANNOTATIONS); its masked
+# twin drops them here, so that seeds are scored on the images the model trains on.
 COCO_MINI_DATASETS: Dict[str, Tuple[str, bool, bool]] = {
     "coco_mini_voc_train_wsss": ("split_train.txt", False, True),
     "coco_mini_voc_train_sem_seg": ("split_train.txt", True, True),
@@ -85,10 +87,12 @@ def register_all_coco_mini(root: Optional[str] = None) -> None:
     """Register the coco_mini VOC datasets; idempotent, and lazy: ``root`` (default: found by
     :func:`coco_mini_root`) is only read when a dataset is loaded."""
     labels = "image_labels_voc21.txt"
-    splits = [
-        (name, SplitLayout("images", split, labels, "masks_voc21" if masks else None), drop)
-        for name, (split, masks, drop) in COCO_MINI_DATASETS.items()
-        if name not in DatasetCatalog.list()
-    ]
     colours = voc_palette(len(VOC_CLASSES))
-    register_family(splits, VOC_CLASSES, colours, _HINT, root=lambda: _checked_root(root))
+    for name, (split, masks, train) in COCO_MINI_DATASETS.items():
+        if name in DatasetCatalog.list():
+            continue
+        register_split(
+            name, SplitLayout("images", split, labels, "masks_voc21" if masks else None),
+            VOC_CLASSES, colours, require_labels=train, root=lambda: _checked_root(root),
+            prepare_hint=_HINT, drop_unlabelled=train and masks,
+        )  # fmt: skip

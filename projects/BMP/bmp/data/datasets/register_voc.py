@@ -7,6 +7,9 @@ derived from the masks) and ``image_sizes.txt``.
 
 from typing import List
 
+from detectron2.data import MetadataCatalog
+
+from ..registered import SUBMISSION_EVALUATOR
 from .split import SplitLayout, register_family
 
 __all__ = ["VOC_CLASSES", "voc_palette", "register_all_voc"]
@@ -74,3 +77,5 @@ def register_all_voc() -> None:
         ("voc_2012_test", layout("test", False, False), False),
     ]
     register_family(splits, VOC_CLASSES, voc_palette(len(VOC_CLASSES)), _HINT)
+    # No ground truth: scored by writing palette PNGs for the evaluation server.
+    MetadataCatalog.get("voc_2012_test").set(evaluator_type=SUBMISSION_EVALUATOR)

@@ -10,8 +10,7 @@ A :class:`SplitLayout` says where those are; :func:`load_split` turns them into
 and :func:`register_split` registers a split with detectron2's catalogs. Paths are relative to a
 root read when the split is *loaded* (``$DETECTRON2_DATASETS``, default ``./datasets``), so
 registration does no I/O and the root can change after import. Nothing is dropped silently:
-missing files are errors, and images without any foreground label are left out of training splits
-with a warning that says how many and from which list.
+missing files are errors.
 """
 
 import logging
@@ -73,7 +72,7 @@ def _exclude_unlabelled(name: str, stems: List[str], labels: Dict[str, List[int]
     if empty:
         logger.warning(
             "Dataset '%s': excluding %d of %d images that have no foreground image-level label "
-            "in %s (e.g. %s); training needs at least one.",
+            "in %s (e.g. %s), as training leaves them out.",
             name, len(empty), len(stems), where, ", ".join(empty[:5]),
         )  # fmt: skip
     kept = [s for s in stems if labels[s]]
@@ -113,11 +112,15 @@ def load_split(
     root: str,
     require_labels: bool = False,
     prepare_hint: str = "see datasets/README.md",
+    drop_unlabelled: bool = False,
 ) -> List[Dict[str, Any]]:
     """The dataset dicts of one split (see the module docstring).
 
-    ``require_labels`` marks a training split: it must have a label file, and its images without
-    a foreground label are excluded with a warning.
+    ``require_labels`` marks a training split: it must have a label file. Its images without a
+    foreground label stay in the dicts; training leaves them out or keeps them as negatives
+    (``DATALOADER.FILTER_EMPTY_ANNOTATIONS``, :func:`bmp.data.registered.training_dataset_dicts`).
+    ``drop_unlabelled`` leaves them out here, with a warning: for a split with masks that must
+    hold the images training sees (seed evaluation on coco_mini's train images).
     """
     split_file = _join(root, layout.split_file)
     label_file = _join(root, layout.label_file)
@@ -133,7 +136,7 @@ def load_split(
     labels = None
     if label_file is not None:
         labels = _labels(name, stems, label_file, num_classes)
-        if require_labels:
+        if drop_unlabelled:
             where = f"'{label_file}' (split list '{split_file}')"
             stems = _exclude_unlabelled(name, stems, labels, where)
     elif require_labels:
@@ -165,6 +168,7 @@ def register_split(
     require_labels: bool = False,
     root: Callable[[], str] = dataset_root,
     prepare_hint: str = "see datasets/README.md",
+    drop_unlabelled: bool = False,
 ) -> None:
     """Register a split with detectron2's ``DatasetCatalog`` / ``MetadataCatalog``.
 
@@ -178,7 +182,8 @@ def register_split(
         raise ValueError(f"Dataset '{name}': {len(colors)} colours for {len(class_names)} classes.")
     k = len(class_names) - 1
     DatasetCatalog.register(
-        name, lambda: load_split(name, layout, k, root(), require_labels, prepare_hint)
+        name,
+        lambda: load_split(name, layout, k, root(), require_labels, prepare_hint, drop_unlabelled),
     )
     meta: Dict[str, Any] = dict(
         stuff_classes=list(class_names),
@@ -216,10 +221,18 @@ def load_dataset_dicts(name: str) -> List[Dict[str, Any]]:
     if name not in DatasetCatalog.list():
         raise KeyError(
             f"Dataset '{name}' is not registered. BMP registers: "
-            f"{', '.join(registered_bmp_datasets())}. Did you `import bmp` (which registers them) "
-            "or misspell DATASETS.TRAIN / DATASETS.TEST?"
+            f"{', '.join(registered_bmp_datasets())}. Register yours first (train_net.py "
+            "--register FILE), or check DATASETS.TRAIN / DATASETS.TEST for a typo."
         )
-    dicts = DatasetCatalog.get(name)
+    try:
+        dicts = DatasetCatalog.get(name)
+    except KeyError as e:  # load_coco_json: a category_id that the file's 'categories' lack
+        where = MetadataCatalog.get(name).get("json_file")
+        raise ValueError(
+            f"Dataset '{name}' could not be loaded{f' from {where!r}' if where else ''}: "
+            f"{str(e).strip(chr(34))} Add the category to the file's 'categories' or remove the "
+            "annotation."
+        ) from e
     if not dicts:
-        raise ValueError(f"Dataset '{name}' is empty.")
+        raise ValueError(f"Dataset '{name}' is empty: its loader returned no images.")
     return dicts
