@@ -159,32 +159,43 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# Two-sided 95 % quantiles of Student's t with 1..10 degrees of freedom.
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def paired_verdict(diffs: list[float]) -> str:
+    """Full BMP minus c2s-only, paired by seed: the mean with its 95 % t-interval, how many pairs
+    are higher, and the verdict the interval allows (above zero, below zero, or neither)."""
+    n, m = len(diffs), mean(diffs)
+    half = T_975[min(n - 1, len(T_975)) - 1] * stdev(diffs) / math.sqrt(n)
+    lo, hi = m - half, m + half
+    if lo > 0:
+        verdict = "full BMP beats c2s-only on this benchmark"
+    elif hi < 0:
+        verdict = "full BMP scores below c2s-only on this benchmark"
+    else:
+        verdict = "neither is shown to be better on this benchmark"
+    each = ", ".join(f"{d:+.1f}" for d in diffs)
+    return (
+        f"seg mIoU (val), full BMP minus c2s-only, paired by seed over {n} seeds: {each}; mean "
+        f"{m:+.1f}, 95 % t-interval [{lo:+.1f}, {hi:+.1f}]; {sum(d > 0 for d in diffs)} of {n} "
+        f"higher: {verdict}"
+    )
+
+
 def _verdicts(variants: dict[str, Any]) -> list[str]:
-    """Plain answers: does full BMP beat c2s-only beyond the seed spread, does the c2s-only
-    segmentation branch learn its training seeds (its train mIoU against theirs), and what does
-    each mechanism change, paired by seed?"""
+    """Plain answers: does full BMP beat c2s-only (paired by seed, with an interval), does the
+    c2s-only segmentation branch learn its training seeds (its train mIoU against theirs), and
+    what does each mechanism change, paired by seed?"""
     lines = []
-    if "c2s" in variants and "full" in variants and len(variants["full"]["seeds"]) >= 2:
-        seg = {k: variants[k]["values"]["seg_val"] for k in ("c2s", "full")}
-        gain = mean(seg["full"]) - mean(seg["c2s"])
-        spread = max(stdev(v) if len(v) > 1 else 0.0 for v in seg.values())
-        verdict = "beats" if gain > spread else "does NOT clearly beat"
-        lines.append(
-            f"full BMP {verdict} c2s-only on seg mIoU (val): {gain:+.1f} (largest seed std "
-            f"{spread:.1f})"
-        )
+    if "c2s" in variants and "full" in variants:
         # The two variants train identically until c2s starts (same SEED: same initialisation,
         # data order and classification warm-up), so runs of one seed form a pair.
-        paired = dict(zip(variants["c2s"]["seeds"], seg["c2s"]))
-        diffs = [
-            f - paired[s] for s, f in zip(variants["full"]["seeds"], seg["full"]) if s in paired
-        ]
+        paired = dict(zip(variants["c2s"]["seeds"], variants["c2s"]["values"]["seg_val"]))
+        full = zip(variants["full"]["seeds"], variants["full"]["values"]["seg_val"])
+        diffs = [f - paired[s] for s, f in full if s in paired]
         if len(diffs) >= 2:
-            each = ", ".join(f"{d:+.1f}" for d in diffs)
-            lines.append(
-                f"paired by seed, full BMP minus c2s-only: {each} (mean {mean(diffs):+.1f} ± "
-                f"{stdev(diffs):.1f}; {sum(d > 0 for d in diffs)} of {len(diffs)} seeds higher)"
-            )
+            lines.append(paired_verdict(diffs))
     if "c2s" in variants:
         values = variants["c2s"]["values"]
         fits = [a / b for a, b in zip(values["seg_train"], values["seed_used"]) if b > 0]
