@@ -48,6 +48,7 @@ from runs import (
     Variant,
     against_plain,
     ladder_line,
+    paired_columns,
     quick_overrides,
     recorded_minutes,
     results_table,
@@ -78,12 +79,7 @@ COLUMNS = [
     Column("cls_map", "cls mAP (val)", VAL, "classification", "mAP"),
 ]
 # What a tagged variant is compared with its plain runs on.
-PAIRED_COLUMNS = [
-    ("seg_val", "seg mIoU (val)"),
-    ("seg_train", "seg mIoU (train)"),
-    ("seed_cam", "CAM seed (train)"),
-    ("seed_par", "PAR seed (train)"),
-]
+PAIRED_COLUMNS = paired_columns(COLUMNS, ["seg_val", "seg_train", "seed_cam", "seed_par"])
 # --quick: every stage of the pipeline in a few iterations, on one pseudo-label scale.
 QUICK = quick_overrides(8, 64) + ["MODEL.BMP.PSEUDO.SCALES", "[1.0]"]
 

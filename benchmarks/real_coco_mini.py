@@ -83,13 +83,9 @@ COLUMNS = [
     Column("cls_map", "cls mAP (val)", VAL, "classification", "mAP"),
 ]
 # What a tagged variant is compared with its plain runs on.
-PAIRED_COLUMNS = [
-    ("seg_val", "seg mIoU (val)"),
-    ("seg_train", "seg mIoU (train)"),
-    ("cam_val", "CAM seed (val)"),
-    ("seed_cam", "CAM seed (train)"),
-    ("seed_par", "PAR seed (train)"),
-]
+PAIRED_COLUMNS = runs.paired_columns(
+    COLUMNS, ["seg_val", "seg_train", "cam_val", "seed_cam", "seed_par"]
+)
 QUICK = runs.quick_overrides(6, 128)  # every stage of the pipeline in a few iterations
 
 INTRO = (

@@ -60,6 +60,7 @@ __all__ = [
     "mean_std",
     "ladder_line",
     "paired_line",
+    "paired_columns",
     "against_plain",
     "tracked_lines",
     "last_logged",
@@ -230,6 +231,18 @@ def seed_columns(dataset: str) -> list[Column]:
         Column(f"ignored_{k}", f"{k.upper()} ignored %", dataset, f"seed_{k}", "ignore_ratio")
         for k in kinds
     ]
+
+
+def paired_columns(columns: Sequence[Column], keys: Sequence[str]) -> list[tuple[str, str]]:
+    """``(key, title)`` of the columns ``keys`` names, in that order, for the lines comparing a
+    tagged variant with its plain runs; the title says the split where the header does not."""
+    by_key = {c.key: c for c in columns}
+    out = []
+    for key in keys:
+        c = by_key[key]
+        split = "train" if "train" in c.dataset else "val"
+        out.append((key, c.header if "(" in c.header else f"{c.header} ({split})"))
+    return out
 
 
 def quick_overrides(iters: int, crop: int) -> list[str]:

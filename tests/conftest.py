@@ -132,19 +132,14 @@ _OWN_IMAGES = {
 
 
 def _own_rle(box):
-    """Uncompressed COCO RLE (column-major runs, starting with background) of a box."""
+    """Compressed COCO RLE of a box, as a JSON file holds it (counts as a string)."""
+    import pycocotools.mask as mask_util
+
     y0, y1, x0, x1 = box
     m = np.zeros((_OWN_H, _OWN_W), np.uint8)
     m[y0:y1, x0:x1] = 1
-    flat = m.flatten(order="F")
-    counts, value, run = [], 0, 0
-    for v in flat:
-        if v != value:
-            counts.append(run)
-            value, run = v, 0
-        run += 1
-    counts.append(run)
-    return {"size": [_OWN_H, _OWN_W], "counts": counts}
+    rle = mask_util.encode(np.asfortranarray(m))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def _own_mask(image: str) -> np.ndarray:

@@ -200,27 +200,21 @@ def test_image_labels_format_and_its_errors(own_data):
 
 
 def test_bad_instance_input_is_one_line_naming_the_file(own_data):
-    data = json.loads((own_data / "train.json").read_text())
-    data["annotations"][0]["category_id"] = 99
-    (own_data / "bad_cat.json").write_text(json.dumps(data))
-    name = _name("bad_cat")
-    register_coco_instances(name, {}, str(own_data / "bad_cat.json"), str(own_data / "images"))
+    def broken(tag, edit):
+        data = json.loads((own_data / "train.json").read_text())
+        edit(data)
+        (own_data / f"{tag}.json").write_text(json.dumps(data))
+        name = _name(tag)
+        register_coco_instances(name, {}, str(own_data / f"{tag}.json"), str(own_data / "images"))
+        return name
+
+    name = broken("bad_cat", lambda data: data["annotations"][0].update(category_id=99))
     with pytest.raises(ValueError, match=r"bad_cat\.json'.*category_id=99.*'categories'"):
         bmp_dataset_dicts(name)
-
-    data = json.loads((own_data / "train.json").read_text())
-    data["images"][1]["file_name"] = "train/missing.jpg"
-    (own_data / "bad_image.json").write_text(json.dumps(data))
-    name = _name("bad_image")
-    register_coco_instances(name, {}, str(own_data / "bad_image.json"), str(own_data / "images"))
-    with pytest.raises(FileNotFoundError, match=r"1 of its images do not exist.*missing\.jpg"):
+    name = broken("bad_image", lambda data: data["images"][1].update(file_name="train/no.jpg"))
+    with pytest.raises(FileNotFoundError, match=r"1 of its images do not exist.*no\.jpg"):
         bmp_dataset_dicts(name)
-
-    data = json.loads((own_data / "train.json").read_text())
-    data["images"][0]["height"] = 41
-    (own_data / "bad_size.json").write_text(json.dumps(data))
-    name = _name("bad_size")
-    register_coco_instances(name, {}, str(own_data / "bad_size.json"), str(own_data / "images"))
+    name = broken("bad_size", lambda data: data["images"][0].update(height=41))
     d = bmp_dataset_dicts(name)[0]
     with pytest.raises(ValueError, match=r"t0\.jpg' is 40x48 .*says 41x48.*Fix"):
         SemSegEvalMapper(_cfg(), False, dataset_name=name)(d)
@@ -280,12 +274,14 @@ def test_scoring_matches_detectron2s_evaluator_and_each_split_gets_its_evaluator
 
 def test_num_classes_follows_the_training_dataset(own_data):
     name = _coco(own_data)
-    cfg = load_config(TINY, ["DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()",
-                             "MODEL.BMP.NUM_CLASSES", "-1"])  # fmt: skip
+
+    def config(k):
+        opts = ["DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()"]
+        return load_config(TINY, opts + ["MODEL.BMP.NUM_CLASSES", k])
+
+    cfg = config("-1")
     assert cfg.MODEL.BMP.NUM_CLASSES == 2 and cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 3
-    cfg = load_config(TINY, ["DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()",
-                             "MODEL.BMP.NUM_CLASSES", "5"])  # fmt: skip
     with pytest.raises(ConfigError, match=f"NUM_CLASSES is 5, but dataset '{name}'.* has 2"):
-        check_config(cfg)
+        check_config(config("5"))
     with pytest.raises(ConfigError, match="'not_registered' in DATASETS.TRAIN is not registered"):
         load_config(TINY, ["DATASETS.TRAIN", "('not_registered',)", "MODEL.BMP.NUM_CLASSES", "-1"])
