@@ -155,10 +155,11 @@ def main() -> None:
     command = "python benchmarks/speed_vs_authors.py --official /path/to/BMP-WSSS " + " ".join(
         a for a in sys.argv[1:] if a != args.official and not a.startswith("--official")
     )
+    plural = "s" if threads != 1 else ""
     lines = [
         "# Our training step against the authors', side by side",
         "",
-        f"`{command.strip()}` ({minutes:.1f} min) on {cpu}, {threads} threads; BMP-WSSS at "
+        f"`{command.strip()}` ({minutes:.1f} min) on {cpu}, {threads} thread{plural}; BMP-WSSS at "
         f"36bbfee; MiT-B1, batch 2, iteration {ITERATION} (every loss and BSP on); median of "
         f"{args.iters} steps after one warm-up, the two sides alternating in one process; peak "
         "memory (ru_maxrss) from one process per side.",
