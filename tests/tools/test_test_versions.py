@@ -1,0 +1,25 @@
+"""tools/test_versions.py: the pins a version run installs."""
+
+import importlib.util
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_spec = importlib.util.spec_from_file_location(
+    "test_versions_tool", os.path.join(ROOT, "tools", "test_versions.py")
+)
+tool = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tool)
+
+
+def test_requirements_keep_every_pin_and_replace_only_the_torch_pair():
+    pinned = tool.requirements(None, None)
+    text = open(os.path.join(ROOT, "requirements.txt"), encoding="utf-8").read()
+    assert all(line in text.splitlines() for line in pinned)
+    assert all(not line.startswith("#") for line in pinned)
+    other = tool.requirements("2.11.0", "0.26.0")
+    assert "torch==2.11.0" in other and "torchvision==0.26.0" in other
+    assert [x for x in other if "torch" not in x] == [x for x in pinned if "torch" not in x]
+    with pytest.raises(SystemExit, match="together"):
+        tool.requirements("2.11.0", None)
