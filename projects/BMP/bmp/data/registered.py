@@ -107,9 +107,9 @@ class SemanticView:
         return meta
 
     def image_labels(self, d: Mapping[str, Any]) -> List[int]:
-        """Sorted BMP ids 1..K present in one dict (see the module docstring)."""
-        if "cls_labels" in d:
-            return sorted({int(c) for c in d["cls_labels"]})
+        """BMP ids 1..K present in one dict, sorted where derived (see the module docstring)."""
+        if "cls_labels" in d:  # as given: the mapper checks each id and names the file
+            return list(d["cls_labels"])
         if self.source == "instances":
             return sorted(
                 {
