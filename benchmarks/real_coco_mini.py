@@ -92,8 +92,9 @@ INTRO = (
     "Train: 247 images with image-level labels only (67 of 314 have no VOC class; training "
     "leaves them out). Val: 82 images. Seeds are evaluated on the train images with ground-truth "
     "image labels; uncertain seed pixels count as misses (their share is the 'ignored %' "
-    "columns). CAM seed (val) is the CAM seed on the val images with their ground-truth image labels: the "
-    "CAM-only model's best showing (its segmentation branch is untrained, so its seg mIoU is n/a)."
+    "columns). CAM seed (val) is the CAM seed on the val images with their ground-truth image "
+    "labels: the CAM-only model's best showing (its segmentation branch is untrained, so its seg "
+    "mIoU is n/a)."
 )
 
 
