@@ -38,6 +38,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.catalog import Metadata
+from detectron2.utils.colormap import colormap
 
 from .image_io import read_sem_seg
 from .rasterize import render_instances
@@ -61,9 +62,9 @@ SUBMISSION_EVALUATOR = "voc_submission"
 
 
 def _default_colors(n: int) -> List[Tuple[int, int, int]]:
-    from .datasets.register_voc import voc_palette
-
-    return [tuple(c) for c in voc_palette(n)]
+    """Black background, then detectron2's fixed colour map: for datasets that name no colours."""
+    palette = colormap(rgb=True, maximum=255).astype(int).tolist()
+    return [(0, 0, 0)] + [tuple(palette[i % len(palette)]) for i in range(n - 1)]
 
 
 @dataclass(frozen=True)

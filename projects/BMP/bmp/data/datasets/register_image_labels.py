@@ -80,7 +80,8 @@ def register_image_labels(
     """Register a labels-only dataset: it trains by name, and is scored by image-label accuracy.
 
     ``class_names`` are the foreground classes (a leading "background" is allowed and dropped);
-    ``colors`` one RGB colour per foreground class for pictures (default: the VOC palette).
+    ``colors`` one RGB colour per foreground class for pictures (default: detectron2's colour
+    map).
     """
     classes = [str(c) for c in class_names]
     if classes and classes[0].lower() == "background":
