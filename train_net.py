@@ -86,6 +86,10 @@ def _parser() -> Any:
         default=600.0,
         help="seconds to wait for every process (all machines) to join, and for a collective",
     )
+    # detectron2's default --dist-url is one port per user, so two jobs of one user on one
+    # machine would collide; "auto" lets launch() pick a free port. Several machines must name
+    # machine 0's address (checked in cli()).
+    parser.set_defaults(dist_url="auto")
     parser.add_argument(
         "--register",
         action="append",
@@ -99,6 +103,13 @@ def _parser() -> Any:
 
 def cli(argv: Any = None) -> None:
     args = _parser().parse_args(argv)
+    if args.num_machines > 1 and args.dist_url == "auto":
+        print(
+            "error: --num-machines > 1 needs --dist-url tcp://<machine 0's address>:<free port>, "
+            "the same on every machine (docs/cluster.md)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     cfg = _preflight(args)
     print("Command Line Args:", args)
     world = args.num_gpus * args.num_machines

@@ -68,6 +68,14 @@ def test_config_errors_are_one_line(opts, expected, capsys):
     assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0]
 
 
+def test_one_machine_picks_a_free_port_and_several_must_name_machine_0(capsys):
+    # detectron2's default --dist-url is one fixed port per user: two jobs of one user on one
+    # machine collided there (EADDRINUSE). One machine now lets launch() pick a free port.
+    assert train_net._parser().parse_args(["--config-file", TINY]).dist_url == "auto"
+    code, err = _run_cli(["--config-file", TINY, "--num-machines", "2"], capsys)
+    assert code == 2 and len(err) == 1 and "--num-machines > 1 needs --dist-url" in err[0]
+
+
 def _env(datasets):
     env = dict(os.environ, DETECTRON2_DATASETS=str(datasets))
     env.setdefault("OMP_NUM_THREADS", "2")
