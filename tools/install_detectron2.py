@@ -168,6 +168,19 @@ def apply_patch(src: Path) -> None:
     (src / "detectron2" / MARKER).write_text(f'PATCH_SHA256 = "{sha256_of(PATCH)}"\n')
 
 
+def ensure_wheel_building() -> None:
+    """``--no-build-isolation`` builds with this environment's setuptools: one older than 70.1
+    (what a Python 3.11 venv starts with, when torch does not bring a newer one, as torch 2.11
+    does not) has no ``bdist_wheel`` without the ``wheel`` package, so that is added then."""
+    probe = "import setuptools.command.bdist_wheel"
+    if subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0:
+        return
+    if subprocess.run([sys.executable, "-c", "import wheel"], capture_output=True).returncode == 0:
+        return
+    print("[detectron2] this setuptools cannot build wheels alone: installing `wheel`")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "wheel"], check=True)
+
+
 def install(sdist: Path) -> None:
     verify(sdist)
     with tempfile.TemporaryDirectory(prefix="bmp-d2-") as tmp:
@@ -177,6 +190,7 @@ def install(sdist: Path) -> None:
         shutil.rmtree(src / "pb1_detectron2.egg-info", ignore_errors=True)
         apply_patch(src)
         print(f"[detectron2] patched with {PATCH.relative_to(REPO_ROOT)}; installing (no _C)")
+        ensure_wheel_building()
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "--no-build-isolation", str(src)],
             check=True,
