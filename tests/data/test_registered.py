@@ -164,6 +164,10 @@ def test_masks_background_is_moved_to_zero_and_labels_are_read_once(
     for d in dicts:
         expected = own_data_masks["train/" + _stem(d) + ".jpg"]
         np.testing.assert_array_equal(mapper(d)["sem_seg"].numpy(), expected)
+    # The same files under another class list are read again, not taken from the cache: with
+    # no move, the swapped background (id 1) reads as "cat", so the empty t3 is all "cat".
+    unmoved = _masks(own_data, classes=("background", "cat", "dog"))
+    assert {_stem(d): d["cls_labels"] for d in bmp_dataset_dicts(unmoved)}["t3"] == [1]
     keyed = _masks(own_data, classes=("cat", "void", "dog"), background_id=1)
     assert semantic_view(keyed).class_names == ("background", "cat", "dog")
     refused = _masks(own_data, classes=("cat", "void", "dog"))

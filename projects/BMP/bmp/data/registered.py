@@ -189,15 +189,17 @@ class SemanticView:
         return mask.astype(np.int64)
 
 
-# Image-level labels read from mask files, by path: read once per process.
-_MASK_LABELS: Dict[str, List[int]] = {}
+# Image-level labels read from mask files, by dataset and path: read once per process. The
+# dataset is part of the key because two datasets may read one file with different class ids.
+_MASK_LABELS: Dict[Tuple[str, str], List[int]] = {}
 
 
 def _mask_labels(view: SemanticView, path: str) -> List[int]:
-    if path not in _MASK_LABELS:
+    key = (view.dataset, path)
+    if key not in _MASK_LABELS:
         ids = np.unique(view.read_mask(path))
-        _MASK_LABELS[path] = [int(i) for i in ids if 1 <= i <= view.num_classes]
-    return _MASK_LABELS[path]
+        _MASK_LABELS[key] = [int(i) for i in ids if 1 <= i <= view.num_classes]
+    return _MASK_LABELS[key]
 
 
 def _load(name: str) -> List[Dict[str, Any]]:
