@@ -123,12 +123,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     print(row)
     if not args.no_record:
-        new = not os.path.isfile(RESULTS)
-        with open(RESULTS, "a", encoding="utf-8") as f:
-            if new:
-                f.write("# Versions run (tools/test_versions.py)\n\n" + HEADER)
-            f.write(row + "\n")
+        record_row(RESULTS, row)
     return 0 if tests.returncode == 0 else 1
+
+
+def record_row(path: str, row: str) -> None:
+    """Add ``row`` under the last row of the table in ``path`` (created with its header when
+    missing), so notes written below the table stay below it."""
+    if not os.path.isfile(path):
+        text = "# Versions run (tools/test_versions.py)\n\n" + HEADER
+    else:
+        text = open(path, encoding="utf-8").read()
+    lines = text.splitlines()
+    last = max((i for i, line in enumerate(lines) if line.startswith("|")), default=None)
+    if last is None:
+        lines += ["", *HEADER.splitlines()]
+        last = len(lines) - 1
+    lines.insert(last + 1, row)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

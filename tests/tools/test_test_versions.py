@@ -23,3 +23,17 @@ def test_requirements_keep_every_pin_and_replace_only_the_torch_pair():
     assert [x for x in other if "torch" not in x] == [x for x in pinned if "torch" not in x]
     with pytest.raises(SystemExit, match="together"):
         tool.requirements("2.11.0", None)
+
+
+def test_a_recorded_row_joins_the_table_above_the_notes(tmp_path):
+    path = str(tmp_path / "versions.md")
+    tool.record_row(path, "| 3.12 | a |")
+    tool.record_row(path, "| 3.13 | b |")
+    text = open(path, encoding="utf-8").read()
+    assert text.startswith("# Versions run") and text.count("\n|---") == 1
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("\nA note on the 3.13 row.\n")
+    tool.record_row(path, "| 3.11 | c |")
+    lines = open(path, encoding="utf-8").read().splitlines()
+    assert lines[-4:] == ["| 3.13 | b |", "| 3.11 | c |", "", "A note on the 3.13 row."]
+    assert lines.index("| 3.12 | a |") == lines.index("| 3.13 | b |") - 1
