@@ -77,12 +77,14 @@ def test_a_bfloat16_step_keeps_gradients_float32_and_labels_of_the_float32_step(
         assert all(torch.isfinite(v) for v in losses.values())
         assert all(v.dtype == torch.float32 for v in losses.values())
         results[name] = {**step["targets"], "par": step["par"]}
-    # Pixel maps (2 x 64 x 64): bfloat16 rounds the CAMs the labels are thresholded from, so a
-    # pixel near a threshold may flip; 99 % leaves room for that and none for a label computed
-    # in bfloat16 (99.45 % for the c2s labels on torch 2.14.1).
+    # Pixel maps (2 x 64 x 64) of a random-initialised model, whose CAMs sit close to the
+    # thresholds: the bfloat16 forward moves them, so some pixels flip. Measured (AMD EPYC):
+    # c2s / PAR 99.45 / 99.18 % on torch 2.14.1, 99.34 / 99.04 % on 2.11.0. 98 % leaves room for
+    # other CPUs' kernels; a step whose label arithmetic broke in bfloat16 (lost ignore regions,
+    # overflowing counts) differs on whole regions.
     for key in ("c2s", "s2c", "par"):
         same = (results["fp32"][key] == results["bf16"][key]).float().mean()
-        assert same >= 0.99, (key, float(same))
+        assert same >= 0.98, (key, float(same))
     # The affinity targets sample the PAR labels at the 4 x 4 token grid, 32 pixels in all: one
     # flipped pixel among them moves 3 % of the pairs, so they are not compared with a share
     # but checked to be exactly the float32 function of the step's own PAR labels.
