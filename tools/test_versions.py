@@ -128,17 +128,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def record_row(path: str, row: str) -> None:
-    """Add ``row`` under the last row of the table in ``path`` (created with its header when
-    missing), so notes written below the table stay below it."""
-    if not os.path.isfile(path):
+    """Add ``row`` under the last row of the file's first table (the table and a title are
+    created when the file is missing or empty), so notes written below it stay below it."""
+    text = ""
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    if not text.strip():
         text = "# Versions run (tools/test_versions.py)\n\n" + HEADER
-    else:
-        text = open(path, encoding="utf-8").read()
     lines = text.splitlines()
-    last = max((i for i, line in enumerate(lines) if line.startswith("|")), default=None)
-    if last is None:
+    rule = next((i for i, line in enumerate(lines) if line.startswith("|---")), None)
+    if rule is None:
         lines += ["", *HEADER.splitlines()]
-        last = len(lines) - 1
+        rule = len(lines) - 1
+    last = rule
+    while last + 1 < len(lines) and lines[last + 1].startswith("|"):
+        last += 1
     lines.insert(last + 1, row)
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")

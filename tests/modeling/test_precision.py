@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from detectron2.utils.events import EventStorage
 
 from bmp.modeling.losses import affinity_loss, c2s_loss
@@ -67,6 +68,7 @@ def test_a_bfloat16_step_keeps_gradients_float32_and_labels_of_the_float32_step(
     inputs = train_inputs()
     results = {}
     for name, enabled in (("fp32", False), ("bf16", True)):
+        step.clear()
         model.zero_grad(set_to_none=True)
         torch.manual_seed(0)
         with EventStorage(10_000), torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
@@ -85,11 +87,22 @@ def test_a_bfloat16_step_keeps_gradients_float32_and_labels_of_the_float32_step(
     for key in ("c2s", "s2c", "par"):
         same = (results["fp32"][key] == results["bf16"][key]).float().mean()
         assert same >= 0.98, (key, float(same))
-    # The affinity targets sample the PAR labels at the 4 x 4 token grid, 32 pixels in all: one
-    # flipped pixel among them moves 3 % of the pairs, so they are not compared with a share
-    # but checked to be exactly the float32 function of the step's own PAR labels.
-    aff = results["bf16"]["aff"]
-    side = math.isqrt(aff.shape[-1])
+    # The affinity targets read the PAR labels at the 4 x 4 token grid only: 32 pixels in all,
+    # and one flipped token changes up to 30 of the 512 pairs, so a share of pairs says little.
+    # Instead: at most 2 of the 32 tokens differ (one did on torch 2.11.0, none on 2.14.1), and
+    # every pair of tokens that agree in both steps has the same target.
+    side = math.isqrt(results["bf16"]["aff"].shape[-1])
+    tokens = {
+        name: F.interpolate(r["par"][:, None].float(), size=(side, side), mode="nearest").flatten(1)
+        for name, r in results.items()
+    }
+    agree = tokens["fp32"] == tokens["bf16"]
+    assert int((~agree).sum()) <= 2, int((~agree).sum())
+    both = agree[:, :, None] & agree[:, None, :]
+    assert torch.equal(results["fp32"]["aff"][both], results["bf16"]["aff"][both])
+    # Wiring: the step's targets are those of its own PAR labels.
     t = labeller.thresholds
-    expected = affinity_labels(results["bf16"]["par"], (side, side), t.aff_radius, t.ignore_value)
-    assert torch.equal(aff, expected)
+    par = results["bf16"]["par"]
+    assert torch.equal(
+        results["bf16"]["aff"], affinity_labels(par, (side, side), t.aff_radius, t.ignore_value)
+    )
